@@ -1,0 +1,1 @@
+//! PLACEHOLDER: incremental index of selectors against label sets. To be written.
