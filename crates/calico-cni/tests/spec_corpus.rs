@@ -20,7 +20,7 @@ fn examples() -> Option<PathBuf> {
     }
 }
 
-fn read(dir: &PathBuf, name: &str) -> Value {
+fn read(dir: &std::path::Path, name: &str) -> Value {
     let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
