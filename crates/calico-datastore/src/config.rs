@@ -310,11 +310,31 @@ pub async fn connect(cfg: &DatastoreConfig) -> Result<Arc<dyn KvStore>, ConfigEr
     }
 }
 
-async fn connect_etcd(_etcd: &EtcdConfig) -> Result<Arc<dyn KvStore>, ConfigError> {
-    Err(ConfigError::Connect {
-        backend: "etcdv3",
-        source: KvError::Unavailable("etcdv3 backend not available in this build yet".into()),
-    })
+async fn connect_etcd(etcd: &EtcdConfig) -> Result<Arc<dyn KvStore>, ConfigError> {
+    use crate::etcd::{EtcdOptions, EtcdStore, PemSource};
+    // Inline PEM wins over a file, as upstream's client does.
+    let pem = |inline: &Option<String>, file: &Option<PathBuf>| {
+        inline
+            .clone()
+            .map(PemSource::Inline)
+            .or_else(|| file.clone().map(PemSource::File))
+    };
+    let opts = EtcdOptions {
+        endpoints: etcd.endpoints.clone(),
+        username: etcd.username.clone(),
+        password: etcd.password.clone(),
+        ca: pem(&etcd.ca_cert, &etcd.ca_cert_file),
+        cert: pem(&etcd.cert, &etcd.cert_file),
+        key: pem(&etcd.key, &etcd.key_file),
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect(opts)
+        .await
+        .map_err(|source| ConfigError::Connect {
+            backend: "etcdv3",
+            source,
+        })?;
+    Ok(Arc::new(store))
 }
 
 /// Settings before defaulting, whichever source they came from.
