@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tracing::{debug, trace};
 
 use crate::backend::{self, EndpointData, EndpointDetails, Item, ItemKey, PolicyKey};
+use crate::convert::{self, CalcError, Update};
 use crate::index::{LabelIndex, MatchEvent};
 use crate::ipsets::{IpSetCalc, MemberEvent};
 use crate::msg::{self, PolicyId, ProfileId, ToDataplane};
@@ -120,9 +121,33 @@ impl CalcGraph {
         }
     }
 
+    /// A readable description of an active IP set (`sel(<selector>)` or
+    /// `port(<proto>:<name>, <selector>)`), for logs and tests.
+    pub fn ip_set_description(&self, id: &str) -> Option<String> {
+        self.ipsets.set_data(id).map(IpSetData::describe)
+    }
+
     /// The local node name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Applies one datastore update. A resource the graph cannot use is treated as deleted (fail
+    /// closed, like upstream's validation filter) and reported as the error.
+    pub fn apply(&mut self, update: Update) -> Result<(), CalcError> {
+        match convert::to_backend(update) {
+            Ok(Some(u)) => {
+                self.apply_backend(u);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err((e, fallback)) => {
+                if let Some(f) = fallback {
+                    self.apply_backend(f);
+                }
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn apply_backend(&mut self, update: BackendUpdate) {

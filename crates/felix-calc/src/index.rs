@@ -288,10 +288,6 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
         self.matches_by_item.get(item).into_iter().flatten()
     }
 
-    pub(crate) fn has_item(&self, item: &I) -> bool {
-        self.items.contains_key(item)
-    }
-
     fn effective_labels(&self, own: &LabelMap, parents: &[String]) -> LabelMap {
         let mut eff = own.clone();
         for p in parents {

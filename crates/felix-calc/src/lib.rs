@@ -4,11 +4,15 @@
 //! [`CalcGraph::flush`] to get the coalesced, dependency-ordered [`ToDataplane`] messages.
 
 pub mod backend;
+mod convert;
 mod graph;
 mod index;
 mod ipsets;
 pub mod msg;
 mod rules;
 
+pub use convert::{
+    CalcError, LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT, ResourceId, Update,
+};
 pub use graph::CalcGraph;
 pub use msg::ToDataplane;
