@@ -11,13 +11,19 @@
 //! nothing).
 //!
 //! To keep updates cheap, both sides are indexed:
-//! - selectors by their most restrictive label restriction (§2.7): a selector needing
-//!   `app in {"a","b"}` is filed under `app = a` and `app = b`, one needing `has(app)` under the
-//!   `app` wildcard; selectors without a usable restriction go to a small "full scan" list and
-//!   impossible selectors are not filed at all. A label-set update then evaluates only the
-//!   selectors filed under its own (label, value) pairs plus the full-scan list.
+//! - selectors by one label restriction (§2.7): a selector needing `app in {"a","b"}` is filed
+//!   under `app = a` and `app = b`, one needing `has(app)` under the `app` wildcard; selectors
+//!   without a usable restriction go to a "full scan" list and impossible selectors are not
+//!   filed at all. A label-set update then evaluates only the selectors filed under its own
+//!   (label, value) pairs plus the full-scan list.
 //! - label sets by their effective (label, value) pairs: a selector update evaluates only the
-//!   label sets holding its best restricted label (picked by actual candidate count).
+//!   label sets holding the selector's filing label (or values).
+//!
+//! Which restricted label a selector is filed under is chosen by how many label sets it would
+//! touch (counted in the live index), falling back to upstream's preference (contradiction,
+//! then short value lists, then presence) when counts tie, e.g. while the index is empty.
+//! Selectors are re-filed each time the number of label sets doubles, so a filing chosen before
+//! any label set existed does not stay poor.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -31,10 +37,11 @@
 //! assert!(idx.is_match(&"web", &"pod1"));
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 
-use crate::selector::{LabelRestriction, LabelRestrictions, Selector};
+use crate::selector::{LabelRestriction, LabelRestrictions, Labels, Node, Selector};
 
 /// A label map (label name → value).
 pub type LabelMap = BTreeMap<String, String>;
@@ -57,39 +64,63 @@ pub enum ScanStrategy {
     Values { label: String, values: Vec<String> },
     /// Filed under `label` being present (any value).
     LabelName { label: String },
+    /// Filed under each part (each a `Values` or `LabelName`): used for an `||` whose every
+    /// branch has a usable restriction even though the whole has none in common.
+    AnyOf(Vec<ScanStrategy>),
     /// No usable restriction: evaluated against every label set.
     FullScan,
 }
 
 impl ScanStrategy {
-    /// Chooses how to file a selector, preferring the most restrictive label as upstream does
-    /// (a contradiction beats a short value list beats mere presence; ties go to the greater
-    /// label name so the choice is deterministic).
-    pub fn for_restrictions(lrs: &LabelRestrictions) -> ScanStrategy {
-        let best = lrs.iter().max_by(|(ka, ra), (kb, rb)| {
-            restriction_score(ra)
-                .cmp(&restriction_score(rb))
-                .then_with(|| ka.cmp(kb))
-        });
-        match best {
-            None => ScanStrategy::FullScan,
-            Some((_, r)) if r.is_impossible() => ScanStrategy::NoMatch,
-            Some((k, r)) => match &r.must_have_one_of_values {
-                Some(vs) => ScanStrategy::Values {
-                    label: k.clone(),
-                    values: vs.iter().cloned().collect(),
-                },
-                None if r.must_be_present => ScanStrategy::LabelName { label: k.clone() },
-                None => ScanStrategy::FullScan,
-            },
+    /// The `Values` / `LabelName` parts this strategy files a selector under.
+    pub fn parts(&self) -> &[ScanStrategy] {
+        match self {
+            ScanStrategy::Values { .. } | ScanStrategy::LabelName { .. } => {
+                std::slice::from_ref(self)
+            }
+            ScanStrategy::AnyOf(parts) => parts,
+            ScanStrategy::NoMatch | ScanStrategy::FullScan => &[],
         }
+    }
+
+    /// Upstream's choice without knowledge of the label sets: the most restrictive label (a
+    /// contradiction beats a short value list beats mere presence; ties go to the greater label
+    /// name so the choice is deterministic).
+    pub fn for_restrictions(lrs: &LabelRestrictions) -> ScanStrategy {
+        choose(lrs, |_, _| 0)
+    }
+}
+
+/// Picks the filing for a selector: fewest candidate label sets by `cost`, then upstream's
+/// restriction score, then the greater label name.
+fn choose(
+    lrs: &LabelRestrictions,
+    cost: impl Fn(&str, &LabelRestriction) -> usize,
+) -> ScanStrategy {
+    if lrs.values().any(LabelRestriction::is_impossible) {
+        return ScanStrategy::NoMatch;
+    }
+    let best = lrs
+        .iter()
+        .filter(|(_, r)| r.must_be_present)
+        .min_by(|(ka, ra), (kb, rb)| {
+            let a = (cost(ka, ra), Reverse(restriction_score(ra)), Reverse(*ka));
+            let b = (cost(kb, rb), Reverse(restriction_score(rb)), Reverse(*kb));
+            a.cmp(&b)
+        });
+    match best {
+        None => ScanStrategy::FullScan,
+        Some((k, r)) => match &r.must_have_one_of_values {
+            Some(vs) => ScanStrategy::Values {
+                label: k.clone(),
+                values: vs.iter().cloned().collect(),
+            },
+            None => ScanStrategy::LabelName { label: k.clone() },
+        },
     }
 }
 
 fn restriction_score(r: &LabelRestriction) -> usize {
-    if r.is_impossible() {
-        return usize::MAX;
-    }
     let mut score = 0;
     if r.must_be_present {
         score += 10;
@@ -100,16 +131,143 @@ fn restriction_score(r: &LabelRestriction) -> usize {
     score
 }
 
+/// Effective labels stored flat, sorted by name, in one text buffer (two allocations per label
+/// set, contiguous for the evaluator). Lookups compare lengths before bytes, which matters
+/// because label names share long prefixes (`projectcalico.org/...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlatLabels {
+    text: Box<str>,
+    /// Per label: end offset of the name and of the value in `text`; each name starts where
+    /// the previous value ended.
+    spans: Box<[(u32, u32)]>,
+}
+
+impl FlatLabels {
+    /// Own labels over the parents' labels, first parent first.
+    fn merge<'a>(own: &'a LabelMap, parents: impl Iterator<Item = &'a LabelMap>) -> Self {
+        let mut refs: BTreeMap<&str, &str> =
+            own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        for p in parents {
+            for (k, v) in p {
+                refs.entry(k.as_str()).or_insert(v.as_str());
+            }
+        }
+        let mut text = String::with_capacity(refs.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut spans = Vec::with_capacity(refs.len());
+        for (k, v) in refs {
+            text.push_str(k);
+            let name_end = offset(text.len());
+            text.push_str(v);
+            spans.push((name_end, offset(text.len())));
+        }
+        FlatLabels {
+            text: text.into_boxed_str(),
+            spans: spans.into_boxed_slice(),
+        }
+    }
+
+    /// (name, value) pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.spans.iter().map(move |&(ke, ve)| {
+            let (ke, ve) = (ke as usize, ve as usize);
+            let pair = (&self.text[start..ke], &self.text[ke..ve]);
+            start = ve;
+            pair
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// As an ordinary map.
+    pub fn to_map(&self) -> LabelMap {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+/// Text offsets are stored as u32; a label set holding 4 GiB of text cannot be built from
+/// API objects, so saturating is only a guard.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl Labels for FlatLabels {
+    fn get(&self, key: &str) -> Option<&str> {
+        let mut start = 0usize;
+        for &(ke, ve) in self.spans.iter() {
+            let (ke, ve) = (ke as usize, ve as usize);
+            if ke - start == key.len() && self.text.get(start..ke) == Some(key) {
+                return self.text.get(ke..ve);
+            }
+            start = ve;
+        }
+        None
+    }
+}
+
+/// A set of ids that is usually a single id (one label set per unique label value), kept
+/// without a hash table in that case.
+enum IdSet<L> {
+    One(L),
+    Many(HashSet<L>),
+}
+
+impl<L: Eq + Hash + Clone> IdSet<L> {
+    fn insert(&mut self, id: L) -> bool {
+        match self {
+            IdSet::One(x) if *x == id => false,
+            IdSet::One(x) => {
+                let set = HashSet::from([x.clone(), id]);
+                *self = IdSet::Many(set);
+                true
+            }
+            IdSet::Many(set) => set.insert(id),
+        }
+    }
+
+    /// Removes `id`; returns (removed, now empty).
+    fn remove(&mut self, id: &L) -> (bool, bool) {
+        match self {
+            IdSet::One(x) => (x == id, x == id),
+            IdSet::Many(set) => {
+                let removed = set.remove(id);
+                (removed, set.is_empty())
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            IdSet::One(_) => 1,
+            IdSet::Many(set) => set.len(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &L> + '_> {
+        match self {
+            IdSet::One(x) => Box::new(std::iter::once(x)),
+            IdSet::Many(set) => Box::new(set.iter()),
+        }
+    }
+}
+
 struct SelectorEntry {
     selector: Selector,
     strategy: ScanStrategy,
-    restrictions: LabelRestrictions,
 }
 
 struct LabelSetEntry<P> {
     own: LabelMap,
     parents: Vec<P>,
-    effective: LabelMap,
+    effective: FlatLabels,
 }
 
 /// Selectors filed under one label name.
@@ -130,7 +288,7 @@ impl<S> Default for SelectorsByValue<S> {
 /// Label sets holding one label name, by value.
 struct LabelSetsByValue<L> {
     count: usize,
-    by_value: HashMap<String, HashSet<L>>,
+    by_value: HashMap<Box<str>, IdSet<L>>,
 }
 
 impl<L> Default for LabelSetsByValue<L> {
@@ -141,6 +299,9 @@ impl<L> Default for LabelSetsByValue<L> {
         }
     }
 }
+
+/// Label-set count at which selectors are first re-filed by live counts.
+const FIRST_REFILE_AT: usize = 64;
 
 /// The incremental selector ↔ label-set index. See the module documentation.
 pub struct LabelIndex<S, L, P = String> {
@@ -155,11 +316,14 @@ pub struct LabelIndex<S, L, P = String> {
     sels_full_scan: HashSet<S>,
 
     /// Label-set-side index over effective labels.
-    sets_by_label: HashMap<String, LabelSetsByValue<L>>,
+    sets_by_label: HashMap<Box<str>, LabelSetsByValue<L>>,
 
     /// The match relation, both ways.
     matches_by_sel: HashMap<S, HashSet<L>>,
     matches_by_set: HashMap<L, HashSet<S>>,
+
+    /// Re-file selectors when the number of label sets reaches this.
+    refile_at: usize,
 }
 
 impl<S, L, P> Default for LabelIndex<S, L, P> {
@@ -174,34 +338,21 @@ impl<S, L, P> Default for LabelIndex<S, L, P> {
             sets_by_label: HashMap::new(),
             matches_by_sel: HashMap::new(),
             matches_by_set: HashMap::new(),
+            refile_at: FIRST_REFILE_AT,
         }
     }
-}
-
-/// Effective labels: own over parents, in parent order.
-fn effective_labels<P: Eq + Hash>(
-    own: &LabelMap,
-    parents: &[P],
-    parent_labels: &HashMap<P, LabelMap>,
-) -> LabelMap {
-    let mut eff = own.clone();
-    for p in parents {
-        if let Some(pl) = parent_labels.get(p) {
-            for (k, v) in pl {
-                if !eff.contains_key(k) {
-                    eff.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
-    eff
 }
 
 fn set_insert<K: Eq + Hash, V: Eq + Hash>(map: &mut HashMap<K, HashSet<V>>, k: K, v: V) {
     map.entry(k).or_default().insert(v);
 }
 
-fn set_remove<K: Eq + Hash, V: Eq + Hash>(map: &mut HashMap<K, HashSet<V>>, k: &K, v: &V) {
+fn set_remove<K, V, Q>(map: &mut HashMap<K, HashSet<V>>, k: &Q, v: &V)
+where
+    K: Eq + Hash + std::borrow::Borrow<Q>,
+    V: Eq + Hash,
+    Q: Eq + Hash + ?Sized,
+{
     if let Some(set) = map.get_mut(k) {
         set.remove(v);
         if set.is_empty() {
@@ -232,46 +383,46 @@ where
             return Vec::new();
         }
         self.unfile_selector(&id);
-        let restrictions = selector.label_restrictions();
-        let strategy = ScanStrategy::for_restrictions(&restrictions);
+        let strategy = self.plan(selector.root());
         self.file_selector(&id, &strategy);
-        let entry = SelectorEntry {
-            selector,
-            strategy,
-            restrictions,
-        };
+        let entry = SelectorEntry { selector, strategy };
 
-        // Candidate label sets: those holding the restricted label with the fewest holders.
-        let new: HashSet<L> = if entry.strategy == ScanStrategy::NoMatch {
-            HashSet::new()
-        } else {
-            let mut new = HashSet::new();
-            let mut consider = |l: &L, e: &LabelSetEntry<P>| {
-                if entry.selector.evaluate(&e.effective) {
-                    new.insert(l.clone());
-                }
-            };
-            match self.best_label_scan(&entry.restrictions) {
-                Some((label, Some(values))) => {
-                    if let Some(byv) = self.sets_by_label.get(label) {
+        // Candidate label sets: those holding the filing label (or one of its values).
+        let mut new: HashSet<L> = HashSet::new();
+        let mut consider = |l: &L, e: &LabelSetEntry<P>| {
+            if !new.contains(l) && entry.selector.evaluate(&e.effective) {
+                new.insert(l.clone());
+            }
+        };
+        if entry.strategy == ScanStrategy::FullScan {
+            self.label_sets.iter().for_each(|(l, e)| consider(l, e));
+        }
+        for part in entry.strategy.parts() {
+            match part {
+                ScanStrategy::Values { label, values } => {
+                    if let Some(byv) = self.sets_by_label.get(label.as_str()) {
                         for v in values {
-                            for l in byv.by_value.get(v).into_iter().flatten() {
+                            for l in byv
+                                .by_value
+                                .get(v.as_str())
+                                .into_iter()
+                                .flat_map(IdSet::iter)
+                            {
                                 consider(l, &self.label_sets[l]);
                             }
                         }
                     }
                 }
-                Some((label, None)) => {
-                    if let Some(byv) = self.sets_by_label.get(label) {
-                        for l in byv.by_value.values().flatten() {
+                ScanStrategy::LabelName { label } => {
+                    if let Some(byv) = self.sets_by_label.get(label.as_str()) {
+                        for l in byv.by_value.values().flat_map(IdSet::iter) {
                             consider(l, &self.label_sets[l]);
                         }
                     }
                 }
-                None => self.label_sets.iter().for_each(|(l, e)| consider(l, e)),
+                _ => {}
             }
-            new
-        };
+        }
         self.selectors.insert(id.clone(), entry);
         self.set_selector_matches(&id, new)
     }
@@ -286,48 +437,137 @@ where
         self.set_selector_matches(id, HashSet::new())
     }
 
-    /// Picks the restricted label whose candidate label sets are fewest (by the live index).
-    /// `None` means a full scan; `Some((label, None))` means "every set holding label".
-    fn best_label_scan<'r>(
-        &self,
-        lrs: &'r LabelRestrictions,
-    ) -> Option<(&'r str, Option<&'r BTreeSet<String>>)> {
-        let mut best: Option<(usize, &'r str, Option<&'r BTreeSet<String>>)> = None;
-        for (label, r) in lrs {
-            if !r.must_be_present {
-                continue;
+    /// Label sets holding `label` (with one of the restricted values, if any).
+    fn restriction_cost(&self, label: &str, r: &LabelRestriction) -> usize {
+        let Some(byv) = self.sets_by_label.get(label) else {
+            return 0;
+        };
+        match &r.must_have_one_of_values {
+            Some(vs) => vs
+                .iter()
+                .map(|v| byv.by_value.get(v.as_str()).map_or(0, IdSet::len))
+                .sum(),
+            None => byv.count,
+        }
+    }
+
+    /// Label sets a selector filed this way is evaluated against when it is added.
+    fn strategy_cost(&self, st: &ScanStrategy) -> usize {
+        match st {
+            ScanStrategy::NoMatch => 0,
+            ScanStrategy::FullScan => usize::MAX,
+            ScanStrategy::Values { label, values } => {
+                self.sets_by_label.get(label.as_str()).map_or(0, |byv| {
+                    values
+                        .iter()
+                        .map(|v| byv.by_value.get(v.as_str()).map_or(0, IdSet::len))
+                        .sum()
+                })
             }
-            let byv = self.sets_by_label.get(label.as_str());
-            let cost = match (&r.must_have_one_of_values, byv) {
-                (_, None) => 0,
-                (Some(vs), Some(byv)) => vs
-                    .iter()
-                    .map(|v| byv.by_value.get(v).map_or(0, HashSet::len))
-                    .sum(),
-                (None, Some(byv)) => byv.count,
-            };
-            if best.as_ref().is_none_or(|(c, _, _)| cost < *c) {
-                best = Some((cost, label.as_str(), r.must_have_one_of_values.as_ref()));
+            ScanStrategy::LabelName { label } => self
+                .sets_by_label
+                .get(label.as_str())
+                .map_or(0, |byv| byv.count),
+            ScanStrategy::AnyOf(parts) => parts
+                .iter()
+                .fold(0usize, |acc, p| acc.saturating_add(self.strategy_cost(p))),
+        }
+    }
+
+    /// The cheapest sound filing for a subtree. Candidates: the subtree's own label
+    /// restrictions; for `&&`, any operand's filing (a match satisfies every operand); for
+    /// `||`, the union of the operands' filings (a match satisfies some operand). Ties keep the
+    /// restriction-based (upstream) choice.
+    fn plan(&self, node: &Node) -> ScanStrategy {
+        let mut best = choose(&node.label_restrictions(), |k, r| {
+            self.restriction_cost(k, r)
+        });
+        if best == ScanStrategy::NoMatch {
+            return best;
+        }
+        let mut best_cost = self.strategy_cost(&best);
+        let mut offer = |cand: ScanStrategy, this: &Self| {
+            let c = this.strategy_cost(&cand);
+            if c < best_cost {
+                best = cand;
+                best_cost = c;
+            }
+        };
+        match node {
+            Node::And(ns) => {
+                for n in ns {
+                    offer(self.plan(n), self);
+                }
+            }
+            Node::Or(ns) => {
+                let mut parts = Vec::new();
+                let mut all_restricted = true;
+                for n in ns {
+                    match self.plan(n) {
+                        ScanStrategy::NoMatch => {}
+                        ScanStrategy::FullScan => {
+                            all_restricted = false;
+                            break;
+                        }
+                        ScanStrategy::AnyOf(ps) => parts.extend(ps),
+                        p => parts.push(p),
+                    }
+                }
+                if all_restricted {
+                    offer(
+                        if parts.is_empty() {
+                            ScanStrategy::NoMatch
+                        } else {
+                            ScanStrategy::AnyOf(parts)
+                        },
+                        self,
+                    );
+                }
+            }
+            _ => {}
+        }
+        best
+    }
+
+    /// Re-files every selector by the current label-set counts.
+    fn refile_all(&mut self) {
+        let mut changes = Vec::new();
+        for (id, e) in &self.selectors {
+            let best = self.plan(e.selector.root());
+            if best != e.strategy {
+                changes.push((id.clone(), best));
             }
         }
-        best.map(|(_, l, v)| (l, v))
+        for (id, strategy) in changes {
+            self.unfile_selector(&id);
+            self.file_selector(&id, &strategy);
+            if let Some(e) = self.selectors.get_mut(&id) {
+                e.strategy = strategy;
+            }
+        }
     }
 
     fn file_selector(&mut self, id: &S, strategy: &ScanStrategy) {
-        match strategy {
-            ScanStrategy::NoMatch => {}
-            ScanStrategy::FullScan => {
-                self.sels_full_scan.insert(id.clone());
+        if *strategy == ScanStrategy::FullScan {
+            self.sels_full_scan.insert(id.clone());
+        }
+        for part in strategy.parts() {
+            self.file_part(id, part);
+        }
+    }
+
+    fn file_part(&mut self, id: &S, part: &ScanStrategy) {
+        let (label, values) = match part {
+            ScanStrategy::LabelName { label } => (label, None),
+            ScanStrategy::Values { label, values } => (label, Some(values)),
+            _ => return,
+        };
+        let sub = self.sels_by_label.entry(label.clone()).or_default();
+        match values {
+            None => {
+                sub.wildcard.insert(id.clone());
             }
-            ScanStrategy::LabelName { label } => {
-                self.sels_by_label
-                    .entry(label.clone())
-                    .or_default()
-                    .wildcard
-                    .insert(id.clone());
-            }
-            ScanStrategy::Values { label, values } => {
-                let sub = self.sels_by_label.entry(label.clone()).or_default();
+            Some(values) => {
                 for v in values {
                     set_insert(&mut sub.by_value, v.clone(), id.clone());
                 }
@@ -336,26 +576,33 @@ where
     }
 
     fn unfile_selector(&mut self, id: &S) {
-        let Some(entry) = self.selectors.get(id) else {
+        let Some(strategy) = self.selectors.get(id).map(|e| e.strategy.clone()) else {
             return;
         };
-        match &entry.strategy {
-            ScanStrategy::NoMatch => {}
-            ScanStrategy::FullScan => {
-                self.sels_full_scan.remove(id);
-            }
-            ScanStrategy::LabelName { label } | ScanStrategy::Values { label, .. } => {
-                if let Some(sub) = self.sels_by_label.get_mut(label) {
+        if strategy == ScanStrategy::FullScan {
+            self.sels_full_scan.remove(id);
+        }
+        for part in strategy.parts() {
+            let (label, values) = match part {
+                ScanStrategy::LabelName { label } => (label, None),
+                ScanStrategy::Values { label, values } => (label, Some(values)),
+                _ => continue,
+            };
+            let Some(sub) = self.sels_by_label.get_mut(label) else {
+                continue;
+            };
+            match values {
+                None => {
                     sub.wildcard.remove(id);
-                    if let ScanStrategy::Values { values, .. } = &entry.strategy {
-                        for v in values {
-                            set_remove(&mut sub.by_value, v, id);
-                        }
-                    }
-                    if sub.wildcard.is_empty() && sub.by_value.is_empty() {
-                        self.sels_by_label.remove(label);
+                }
+                Some(values) => {
+                    for v in values {
+                        set_remove(&mut sub.by_value, v, id);
                     }
                 }
+            }
+            if sub.wildcard.is_empty() && sub.by_value.is_empty() {
+                self.sels_by_label.remove(label);
             }
         }
     }
@@ -408,8 +655,13 @@ where
         for p in &parents {
             set_insert(&mut self.children, p.clone(), id.clone());
         }
-        let effective = effective_labels(&labels, &parents, &self.parents);
+        let effective =
+            FlatLabels::merge(&labels, parents.iter().filter_map(|p| self.parents.get(p)));
         self.set_effective(&id, labels, parents, effective, &mut events);
+        if self.label_sets.len() >= self.refile_at {
+            self.refile_at = self.label_sets.len().saturating_mul(2);
+            self.refile_all();
+        }
         events.sort_unstable();
         events
     }
@@ -422,7 +674,9 @@ where
         for p in &entry.parents {
             set_remove(&mut self.children, p, id);
         }
-        self.unindex_label_set(id, &entry.effective);
+        for (k, v) in entry.effective.iter() {
+            self.unindex_pair(id, k, v);
+        }
         let mut events = Vec::new();
         for s in self.matches_by_set.remove(id).unwrap_or_default() {
             set_remove(&mut self.matches_by_sel, &s, id);
@@ -466,7 +720,8 @@ where
             let Some(entry) = self.label_sets.get(&l) else {
                 continue;
             };
-            let effective = effective_labels(&entry.own, &entry.parents, &self.parents);
+            let parent_maps = entry.parents.iter().filter_map(|p| self.parents.get(p));
+            let effective = FlatLabels::merge(&entry.own, parent_maps);
             if effective == entry.effective {
                 continue;
             }
@@ -477,30 +732,31 @@ where
         events
     }
 
-    /// Stores a label set with new effective labels, re-indexes it and recomputes its matches
-    /// from the candidate selectors only.
+    /// Stores a label set with new effective labels, re-indexes the pairs that changed and
+    /// recomputes its matches from the candidate selectors only.
     fn set_effective(
         &mut self,
         id: &L,
         own: LabelMap,
         parents: Vec<P>,
-        effective: LabelMap,
+        effective: FlatLabels,
         events: &mut Vec<MatchEvent<S, L>>,
     ) {
-        if let Some(old) = self.label_sets.remove(id) {
-            self.unindex_label_set(id, &old.effective);
-        }
-        self.index_label_set(id, &effective);
+        let old = self
+            .label_sets
+            .remove(id)
+            .map(|e| e.effective)
+            .unwrap_or_default();
+        self.reindex(id, &old, &effective);
 
         let mut new: HashSet<S> = HashSet::new();
         let mut consider = |s: &S| {
-            if self.selectors[s].selector.evaluate(&effective) {
+            if !new.contains(s) && self.selectors[s].selector.evaluate(&effective) {
                 new.insert(s.clone());
             }
         };
-        // Each selector is filed under exactly one label, and a label set has one value per
-        // label, so every candidate is visited once.
-        for (k, v) in &effective {
+        // A selector filed under several parts (`AnyOf`) can be reached more than once.
+        for (k, v) in effective.iter() {
             if let Some(sub) = self.sels_by_label.get(k) {
                 sub.wildcard.iter().for_each(&mut consider);
                 sub.by_value
@@ -540,37 +796,75 @@ where
         );
     }
 
-    fn index_label_set(&mut self, id: &L, effective: &LabelMap) {
-        for (k, v) in effective {
-            let byv = match self.sets_by_label.get_mut(k) {
-                Some(b) => b,
-                None => self.sets_by_label.entry(k.clone()).or_default(),
-            };
-            byv.count += 1;
-            match byv.by_value.get_mut(v) {
-                Some(set) => {
-                    set.insert(id.clone());
+    /// Updates the label-set-side index for the pairs that differ between `old` and `new`
+    /// (both sorted by name).
+    fn reindex(&mut self, id: &L, old: &FlatLabels, new: &FlatLabels) {
+        let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+        loop {
+            match (a.peek().copied(), b.peek().copied()) {
+                (None, None) => break,
+                (Some((k, v)), None) => {
+                    self.unindex_pair(id, k, v);
+                    a.next();
                 }
-                None => {
-                    byv.by_value.insert(v.clone(), HashSet::from([id.clone()]));
+                (None, Some((k, v))) => {
+                    self.index_pair(id, k, v);
+                    b.next();
                 }
+                (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                    Ordering::Less => {
+                        self.unindex_pair(id, ka, va);
+                        a.next();
+                    }
+                    Ordering::Greater => {
+                        self.index_pair(id, kb, vb);
+                        b.next();
+                    }
+                    Ordering::Equal => {
+                        if va != vb {
+                            self.unindex_pair(id, ka, va);
+                            self.index_pair(id, kb, vb);
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
             }
         }
     }
 
-    fn unindex_label_set(&mut self, id: &L, effective: &LabelMap) {
-        for (k, v) in effective {
-            if let Some(byv) = self.sets_by_label.get_mut(k) {
-                if byv.by_value.get_mut(v).is_some_and(|set| set.remove(id)) {
-                    byv.count -= 1;
-                }
-                if byv.by_value.get(v).is_some_and(HashSet::is_empty) {
-                    byv.by_value.remove(v);
-                }
-                if byv.count == 0 {
-                    self.sets_by_label.remove(k);
-                }
+    fn index_pair(&mut self, id: &L, k: &str, v: &str) {
+        let byv = match self.sets_by_label.get_mut(k) {
+            Some(b) => b,
+            None => self.sets_by_label.entry(k.into()).or_default(),
+        };
+        let added = match byv.by_value.get_mut(v) {
+            Some(set) => set.insert(id.clone()),
+            None => {
+                byv.by_value.insert(v.into(), IdSet::One(id.clone()));
+                true
             }
+        };
+        if added {
+            byv.count += 1;
+        }
+    }
+
+    fn unindex_pair(&mut self, id: &L, k: &str, v: &str) {
+        let Some(byv) = self.sets_by_label.get_mut(k) else {
+            return;
+        };
+        if let Some(set) = byv.by_value.get_mut(v) {
+            let (removed, empty) = set.remove(id);
+            if removed {
+                byv.count -= 1;
+            }
+            if empty {
+                byv.by_value.remove(v);
+            }
+        }
+        if byv.count == 0 {
+            self.sets_by_label.remove(k);
         }
     }
 
@@ -603,13 +897,20 @@ where
         self.selectors.get(s).map(|e| &e.selector)
     }
 
-    /// How a stored selector is filed.
+    /// How a stored selector is currently filed.
     pub fn scan_strategy(&self, s: &S) -> Option<&ScanStrategy> {
         self.selectors.get(s).map(|e| &e.strategy)
     }
 
+    /// A label set's own labels and parents, as last given.
+    pub fn own_labels(&self, l: &L) -> Option<(&LabelMap, &[P])> {
+        self.label_sets
+            .get(l)
+            .map(|e| (&e.own, e.parents.as_slice()))
+    }
+
     /// A label set's effective labels (own over inherited).
-    pub fn effective_labels(&self, l: &L) -> Option<&LabelMap> {
+    pub fn effective_labels(&self, l: &L) -> Option<&FlatLabels> {
         self.label_sets.get(l).map(|e| &e.effective)
     }
 
@@ -768,7 +1069,10 @@ mod tests {
             vec![]
         );
         assert_eq!(idx.remove_parent(&"p1"), vec![stopped("ns", "e1")]);
-        assert_eq!(idx.effective_labels(&"e1").unwrap()["pcns.name"], "other");
+        assert_eq!(
+            idx.effective_labels(&"e1").unwrap().get("pcns.name"),
+            Some("other")
+        );
         assert_eq!(
             idx.update_labels("e1", lm(&[("app", "dns")]), vec!["p2"]),
             vec![stopped("role", "e1")]

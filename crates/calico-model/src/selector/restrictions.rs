@@ -42,6 +42,13 @@ fn single(k: &str, r: LabelRestriction) -> LabelRestrictions {
     BTreeMap::from([(k.to_string(), r)])
 }
 
+impl Node {
+    /// Lower-bound label restrictions of this subtree (§2.7), as upstream computes them.
+    pub fn label_restrictions(&self) -> LabelRestrictions {
+        label_restrictions(self)
+    }
+}
+
 pub(crate) fn label_restrictions(node: &Node) -> LabelRestrictions {
     match node {
         Node::All | Node::Global | Node::Ne(..) | Node::NotIn(..) => BTreeMap::new(),
