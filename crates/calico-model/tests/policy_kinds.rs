@@ -1083,3 +1083,48 @@ fn network_set_rules() {
     let g = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: g\nspec:\n  nets: [nonsense]\n";
     bad(g, "spec.nets[0]", "invalid CIDR");
 }
+
+#[test]
+fn workload_endpoint_qos_controls() {
+    let base = "interfaceName: cali0\n";
+    let v = ok(&wep(&format!(
+        "{base}qosControls:\n  ingressBandwidth: 1000000\n  egressPacketRate: 100\n  dscp: AF11"
+    )))
+    .to_value();
+    assert_eq!(v["spec"]["qosControls"]["ingressBandwidth"], 1_000_000);
+    assert!(
+        v["spec"]["qosControls"].get("egressBandwidth").is_none(),
+        "zero omitted: {v}"
+    );
+    bad(
+        &wep(&format!("{base}qosControls:\n  ingressBandwidth: 10")),
+        "spec.qosControls.ingressBandwidth",
+        "out of range",
+    );
+    bad(
+        &wep(&format!("{base}qosControls:\n  egressMaxConnections: -1")),
+        "spec.qosControls.egressMaxConnections",
+        "out of range",
+    );
+    bad(
+        &wep(&format!("{base}qosControls:\n  dscp: 64")),
+        "spec.qosControls.dscp",
+        "DSCP",
+    );
+    bad(
+        &wep(&format!("{base}qosControls:\n  dscp: XX")),
+        "spec.qosControls.dscp",
+        "DSCP",
+    );
+    assert!(load(&wep(&format!("{base}qosControls:\n  bogus: 1"))).is_err());
+}
+
+#[test]
+fn orders_serialize_like_go_floats() {
+    let v = ok(&gnp("order: 100")).to_value();
+    assert_eq!(v["spec"]["order"].to_string(), "100");
+    let v = ok(&gnp("order: 2.5")).to_value();
+    assert_eq!(v["spec"]["order"].to_string(), "2.5");
+    let v = ok(&tier("t", "order: 300")).to_value();
+    assert_eq!(v["spec"]["order"].to_string(), "300");
+}

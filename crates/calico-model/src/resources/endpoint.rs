@@ -46,9 +46,6 @@ pub struct IpNat {
     pub internal_ip: String,
     #[serde(default, rename = "externalIP")]
     pub external_ip: String,
-    /// `openstack` marks an OpenStack floating IP.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
 }
 
 /// A DSCP value: a number 0–63 or a well-known name (`AF11`, `EF`, `CS1`, …).
@@ -59,32 +56,33 @@ pub enum Dscp {
     Name(String),
 }
 
-/// Bandwidth, packet-rate, connection and DSCP controls of a workload endpoint.
+/// Bandwidth, packet-rate, connection and DSCP controls of a workload endpoint (field order as
+/// upstream's `QoSControls`). Zero means "not set".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QosControls {
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ingress_bandwidth: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub egress_bandwidth: i64,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ingress_burst: i64,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub egress_burst: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ingress_peakrate: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub egress_peakrate: i64,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ingress_minburst: i64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub egress_bandwidth: i64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub egress_burst: i64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub egress_peakrate: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub egress_minburst: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ingress_packet_rate: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
-    pub egress_packet_rate: i64,
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ingress_packet_burst: i64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub egress_packet_rate: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub egress_packet_burst: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
@@ -477,25 +475,45 @@ impl Spec for WorkloadEndpointSpec {
 }
 
 fn validate_qos(q: &QosControls, errs: &mut Errors) {
-    let fields = [
-        ("ingressBandwidth", q.ingress_bandwidth),
-        ("egressBandwidth", q.egress_bandwidth),
-        ("ingressBurst", q.ingress_burst),
-        ("egressBurst", q.egress_burst),
-        ("ingressPeakrate", q.ingress_peakrate),
-        ("egressPeakrate", q.egress_peakrate),
-        ("ingressMinburst", q.ingress_minburst),
-        ("egressMinburst", q.egress_minburst),
-        ("ingressPacketRate", q.ingress_packet_rate),
-        ("egressPacketRate", q.egress_packet_rate),
-        ("ingressPacketBurst", q.ingress_packet_burst),
-        ("egressPacketBurst", q.egress_packet_burst),
-        ("ingressMaxConnections", q.ingress_max_connections),
-        ("egressMaxConnections", q.egress_max_connections),
+    // (field, value, min, max, zero allowed): the ranges upstream documents for each control.
+    const P15: i64 = 1_000_000_000_000_000;
+    let checks = [
+        ("ingressBandwidth", q.ingress_bandwidth, 1_000, P15),
+        ("egressBandwidth", q.egress_bandwidth, 1_000, P15),
+        ("ingressBurst", q.ingress_burst, 1_000, 34_359_738_360),
+        ("egressBurst", q.egress_burst, 1_000, 34_359_738_360),
+        (
+            "ingressPeakrate",
+            q.ingress_peakrate,
+            1_010,
+            P15 + P15 / 100,
+        ),
+        ("egressPeakrate", q.egress_peakrate, 1_010, P15 + P15 / 100),
+        ("ingressMinburst", q.ingress_minburst, 1_000, 100_000_000),
+        ("egressMinburst", q.egress_minburst, 1_000, 100_000_000),
+        ("ingressPacketRate", q.ingress_packet_rate, 1, 10_000),
+        ("ingressPacketBurst", q.ingress_packet_burst, 1, 10_000),
+        ("egressPacketRate", q.egress_packet_rate, 1, 10_000),
+        ("egressPacketBurst", q.egress_packet_burst, 1, 10_000),
+        (
+            "ingressMaxConnections",
+            q.ingress_max_connections,
+            1,
+            4_294_967_295,
+        ),
+        (
+            "egressMaxConnections",
+            q.egress_max_connections,
+            1,
+            4_294_967_295,
+        ),
     ];
-    for (name, v) in fields {
-        if v < 0 {
-            errs.push(format!("spec.qosControls.{name}"), "must not be negative");
+    for (name, v, min, max) in checks {
+        if v != 0 && !(min..=max).contains(&v) {
+            errs.push(
+                format!("spec.qosControls.{name}"),
+                format!("{v} is out of range {min}-{max} (or 0 for unset)"),
+            );
         }
     }
     if let Some(d) = &q.dscp {

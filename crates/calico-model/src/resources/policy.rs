@@ -204,7 +204,10 @@ impl<'de> Deserialize<'de> for Protocol {
                     .map_err(|_| E::custom(format!("protocol number {v} out of range 0-255")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Protocol, E> {
-                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && let Ok(n) = v.parse::<u8>() {
+                if !v.is_empty()
+                    && v.bytes().all(|b| b.is_ascii_digit())
+                    && let Ok(n) = v.parse::<u8>()
+                {
                     return Ok(Protocol::Number(n));
                 }
                 Ok(Protocol::Name(v.to_string()))
@@ -243,7 +246,10 @@ impl Port {
                 .map(Port::single)
                 .map_err(|_| format!("invalid port format ({s})"));
         }
-        if let Some((a, b)) = s.split_once(':') && digits(a) && digits(b) {
+        if let Some((a, b)) = s.split_once(':')
+            && digits(a)
+            && digits(b)
+        {
             let min = a
                 .parse::<u16>()
                 .map_err(|_| format!("invalid minimum port number in range ({s})"))?;
@@ -445,13 +451,20 @@ impl Rule {
     /// Validates the rule on its own (not its place in a policy); `path` is e.g.
     /// `spec.ingress[0]`.
     pub fn validate(&self, path: &str, errs: &mut Errors) {
-        if let Some(v) = self.ip_version && v != 4 && v != 6 {
+        if let Some(v) = self.ip_version
+            && v != 4
+            && v != 6
+        {
             errs.push(format!("{path}.ipVersion"), format!("{v} is not 4 or 6"));
         }
-        if let Some(p) = &self.protocol && let Some(m) = p.problem() {
+        if let Some(p) = &self.protocol
+            && let Some(m) = p.problem()
+        {
             errs.push(format!("{path}.protocol"), m);
         }
-        if let Some(p) = &self.not_protocol && let Some(m) = p.problem() {
+        if let Some(p) = &self.not_protocol
+            && let Some(m) = p.problem()
+        {
             errs.push(format!("{path}.notProtocol"), m);
         }
         if let Some(icmp) = &self.icmp {
@@ -555,7 +568,9 @@ impl Rule {
                         );
                     }
                 }
-                if let Some(ver) = self.ip_version && ((v4 && ver != 4) || (v6 && ver != 6)) {
+                if let Some(ver) = self.ip_version
+                    && ((v4 && ver != 4) || (v6 && ver != 6))
+                {
                     errs.push(&fpath, "rule IP version doesn't match CIDR version");
                 }
                 if (v4 && seen_v6) || (v6 && seen_v4) || (v4 && v6) {
@@ -606,7 +621,9 @@ impl Rule {
 }
 
 fn validate_icmp(path: &str, icmp: &IcmpFields, errs: &mut Errors) {
-    if let Some(t) = icmp.icmp_type && !(0..=254).contains(&t) {
+    if let Some(t) = icmp.icmp_type
+        && !(0..=254).contains(&t)
+    {
         errs.push(format!("{path}.type"), format!("{t} is out of range 0-254"));
     }
     if let Some(c) = icmp.code {
@@ -816,7 +833,10 @@ pub fn validate_rule_lists(
                 "HTTP match is not allowed in egress rules",
             );
         }
-        if global && let Some(s) = &r.destination.services && s.namespace.is_empty() {
+        if global
+            && let Some(s) = &r.destination.services
+            && s.namespace.is_empty()
+        {
             errs.push(
                 format!("{rpath}.destination.services.namespace"),
                 "must specify a namespace",
@@ -831,7 +851,10 @@ pub fn validate_rule_lists(
                 "not allowed in ingress rule destination",
             );
         }
-        if global && let Some(s) = &r.source.services && s.namespace.is_empty() {
+        if global
+            && let Some(s) = &r.source.services
+            && s.namespace.is_empty()
+        {
             errs.push(
                 format!("{rpath}.source.services.namespace"),
                 "must specify a namespace",
@@ -850,7 +873,11 @@ pub fn validate_rule_lists(
 pub struct NetworkPolicySpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_order"
+    )]
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<Rule>,
@@ -872,7 +899,11 @@ pub struct NetworkPolicySpec {
 pub struct GlobalNetworkPolicySpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_order"
+    )]
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<Rule>,
@@ -904,7 +935,11 @@ pub struct StagedNetworkPolicySpec {
     pub staged_action: Option<StagedAction>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_order"
+    )]
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<Rule>,
@@ -928,7 +963,11 @@ pub struct StagedGlobalNetworkPolicySpec {
     pub staged_action: Option<StagedAction>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_order"
+    )]
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<Rule>,
@@ -950,6 +989,18 @@ pub struct StagedGlobalNetworkPolicySpec {
     pub namespace_selector: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub performance_hints: Vec<String>,
+}
+
+/// Writes an order the way Go's JSON encoder writes a `float64`: integral values without a
+/// fractional part (`order: 100`, not `100.0`).
+pub fn serialize_order<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 => {
+            s.serialize_i64(*x as i64)
+        }
+        Some(x) => s.serialize_f64(*x),
+        None => s.serialize_none(),
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -1050,7 +1101,9 @@ fn default_policy_common(
     // Default-tier policies used to be stored as `default.<name>`; upstream now strips that
     // prefix (the policy-name and v1→v3 CRD migrations), so `default.x` in tier `default` is `x`.
     if tier == DEFAULT_TIER {
-        if let Some(rest) = meta.name.strip_prefix("default.") && !rest.is_empty() {
+        if let Some(rest) = meta.name.strip_prefix("default.")
+            && !rest.is_empty()
+        {
             meta.name = rest.to_string();
         }
         meta.labels

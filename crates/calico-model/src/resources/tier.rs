@@ -26,7 +26,11 @@ pub const KUBE_BASELINE_TIER_ORDER: f64 = 10_000_000.0;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TierSpec {
     /// Tiers apply in ascending order; unset sorts last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::resources::policy::serialize_order"
+    )]
     pub order: Option<f64>,
     /// What happens to traffic a policy in this tier selected but no rule ended: `Deny`
     /// (default) or `Pass`.
