@@ -144,17 +144,30 @@ pub struct FlatLabels {
 
 impl FlatLabels {
     /// Own labels over the parents' labels, first parent first.
-    fn merge<'a>(own: &'a LabelMap, parents: impl Iterator<Item = &'a LabelMap>) -> Self {
-        let mut refs: BTreeMap<&str, &str> =
-            own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    fn merge<'a>(own: &'a FlatLabels, parents: impl Iterator<Item = &'a LabelMap>) -> Self {
+        let mut parents = parents.peekable();
+        if parents.peek().is_none() {
+            return own.clone();
+        }
+        let mut refs: BTreeMap<&str, &str> = own.iter().collect();
         for p in parents {
             for (k, v) in p {
                 refs.entry(k.as_str()).or_insert(v.as_str());
             }
         }
-        let mut text = String::with_capacity(refs.iter().map(|(k, v)| k.len() + v.len()).sum());
-        let mut spans = Vec::with_capacity(refs.len());
-        for (k, v) in refs {
+        Self::from_sorted(refs.len(), refs.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    /// From a label map.
+    pub fn from_map(map: &LabelMap) -> Self {
+        Self::from_sorted(map.len(), map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// From pairs sorted by name, without duplicates.
+    fn from_sorted<'a>(n: usize, pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Self {
+        let mut text = String::with_capacity(pairs.clone().map(|(k, v)| k.len() + v.len()).sum());
+        let mut spans = Vec::with_capacity(n);
+        for (k, v) in pairs {
             text.push_str(k);
             let name_end = offset(text.len());
             text.push_str(v);
@@ -213,6 +226,90 @@ impl Labels for FlatLabels {
     }
 }
 
+/// A set that stays a short vector while small (a label set usually matches a handful of
+/// selectors) and becomes a hash set when it grows.
+#[derive(Debug, Clone)]
+enum SmallSet<T> {
+    Few(Vec<T>),
+    Many(HashSet<T>),
+}
+
+/// Largest `SmallSet` kept as a vector.
+const SMALL_SET_MAX: usize = 8;
+
+impl<T> Default for SmallSet<T> {
+    fn default() -> Self {
+        SmallSet::Few(Vec::new())
+    }
+}
+
+impl<T: Eq + Hash> SmallSet<T> {
+    fn contains(&self, t: &T) -> bool {
+        match self {
+            SmallSet::Few(v) => v.contains(t),
+            SmallSet::Many(h) => h.contains(t),
+        }
+    }
+
+    fn insert(&mut self, t: T) -> bool {
+        match self {
+            SmallSet::Few(v) if v.contains(&t) => false,
+            SmallSet::Few(v) if v.len() < SMALL_SET_MAX => {
+                v.push(t);
+                true
+            }
+            SmallSet::Few(v) => {
+                let mut h: HashSet<T> = v.drain(..).collect();
+                h.insert(t);
+                *self = SmallSet::Many(h);
+                true
+            }
+            SmallSet::Many(h) => h.insert(t),
+        }
+    }
+
+    fn remove(&mut self, t: &T) -> bool {
+        match self {
+            SmallSet::Few(v) => match v.iter().position(|x| x == t) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            SmallSet::Many(h) => h.remove(t),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            SmallSet::Few(v) => v.is_empty(),
+            SmallSet::Many(h) => h.is_empty(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        let (few, many) = match self {
+            SmallSet::Few(v) => (v.as_slice(), None),
+            SmallSet::Many(h) => (&[][..], Some(h.iter())),
+        };
+        few.iter().chain(many.into_iter().flatten())
+    }
+}
+
+fn small_insert<K: Eq + Hash, V: Eq + Hash>(map: &mut HashMap<K, SmallSet<V>>, k: K, v: V) {
+    map.entry(k).or_default().insert(v);
+}
+
+fn small_remove<K: Eq + Hash, V: Eq + Hash>(map: &mut HashMap<K, SmallSet<V>>, k: &K, v: &V) {
+    if let Some(set) = map.get_mut(k) {
+        set.remove(v);
+        if set.is_empty() {
+            map.remove(k);
+        }
+    }
+}
+
 /// A set of ids that is usually a single id (one label set per unique label value), kept
 /// without a hash table in that case.
 enum IdSet<L> {
@@ -265,7 +362,7 @@ struct SelectorEntry {
 }
 
 struct LabelSetEntry<P> {
-    own: LabelMap,
+    own: FlatLabels,
     parents: Vec<P>,
     effective: FlatLabels,
 }
@@ -320,7 +417,7 @@ pub struct LabelIndex<S, L, P = String> {
 
     /// The match relation, both ways.
     matches_by_sel: HashMap<S, HashSet<L>>,
-    matches_by_set: HashMap<L, HashSet<S>>,
+    matches_by_set: HashMap<L, SmallSet<S>>,
 
     /// Re-file selectors when the number of label sets reaches this.
     refile_at: usize,
@@ -612,14 +709,14 @@ where
         let old = self.matches_by_sel.remove(id).unwrap_or_default();
         let mut events = Vec::new();
         for l in old.difference(&new) {
-            set_remove(&mut self.matches_by_set, l, id);
+            small_remove(&mut self.matches_by_set, l, id);
             events.push(MatchEvent::Stopped {
                 selector: id.clone(),
                 labels: l.clone(),
             });
         }
         for l in new.difference(&old) {
-            set_insert(&mut self.matches_by_set, l.clone(), id.clone());
+            small_insert(&mut self.matches_by_set, l.clone(), id.clone());
             events.push(MatchEvent::Started {
                 selector: id.clone(),
                 labels: l.clone(),
@@ -643,6 +740,7 @@ where
         parents: Vec<P>,
     ) -> Vec<MatchEvent<S, L>> {
         let mut events = Vec::new();
+        let labels = FlatLabels::from_map(&labels);
         if let Some(old) = self.label_sets.get(&id) {
             if old.own == labels && old.parents == parents {
                 return events;
@@ -678,7 +776,8 @@ where
             self.unindex_pair(id, k, v);
         }
         let mut events = Vec::new();
-        for s in self.matches_by_set.remove(id).unwrap_or_default() {
+        let matched = self.matches_by_set.remove(id).unwrap_or_default();
+        for s in matched.iter().cloned() {
             set_remove(&mut self.matches_by_sel, &s, id);
             events.push(MatchEvent::Stopped {
                 selector: s,
@@ -737,7 +836,7 @@ where
     fn set_effective(
         &mut self,
         id: &L,
-        own: LabelMap,
+        own: FlatLabels,
         parents: Vec<P>,
         effective: FlatLabels,
         events: &mut Vec<MatchEvent<S, L>>,
@@ -749,7 +848,7 @@ where
             .unwrap_or_default();
         self.reindex(id, &old, &effective);
 
-        let mut new: HashSet<S> = HashSet::new();
+        let mut new: SmallSet<S> = SmallSet::default();
         let mut consider = |s: &S| {
             if !new.contains(s) && self.selectors[s].selector.evaluate(&effective) {
                 new.insert(s.clone());
@@ -769,14 +868,14 @@ where
         self.sels_full_scan.iter().for_each(&mut consider);
 
         let old = self.matches_by_set.remove(id).unwrap_or_default();
-        for s in old.difference(&new) {
+        for s in old.iter().filter(|s| !new.contains(s)) {
             set_remove(&mut self.matches_by_sel, s, id);
             events.push(MatchEvent::Stopped {
                 selector: s.clone(),
                 labels: id.clone(),
             });
         }
-        for s in new.difference(&old) {
+        for s in new.iter().filter(|s| !old.contains(s)) {
             set_insert(&mut self.matches_by_sel, s.clone(), id.clone());
             events.push(MatchEvent::Started {
                 selector: s.clone(),
@@ -879,7 +978,10 @@ where
 
     /// Selectors matching a label set (unordered).
     pub fn selectors_matching(&self, l: &L) -> impl Iterator<Item = &S> + '_ {
-        self.matches_by_set.get(l).into_iter().flatten()
+        self.matches_by_set
+            .get(l)
+            .into_iter()
+            .flat_map(SmallSet::iter)
     }
 
     /// Label sets matched by a selector (unordered).
@@ -903,7 +1005,7 @@ where
     }
 
     /// A label set's own labels and parents, as last given.
-    pub fn own_labels(&self, l: &L) -> Option<(&LabelMap, &[P])> {
+    pub fn own_labels(&self, l: &L) -> Option<(&FlatLabels, &[P])> {
         self.label_sets
             .get(l)
             .map(|e| (&e.own, e.parents.as_slice()))

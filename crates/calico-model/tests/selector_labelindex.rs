@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use calico_model::labelindex::{LabelIndex, LabelMap, MatchEvent};
+use calico_model::labelindex::{LabelIndex, LabelMap, MatchEvent, ScanStrategy};
 use calico_model::selector::{Node, Selector, parse};
 use proptest::prelude::*;
 
@@ -199,6 +199,98 @@ fn scan_strategies_limit_work() {
     assert_eq!(idx.match_count(&1), 0);
     assert_eq!(idx.match_count(&2), 100);
     assert_eq!(idx.match_count(&3), 50);
+}
+
+#[test]
+fn many_selectors_on_one_label_set() {
+    // More selectors per label set than the small-set threshold, and `||` selectors filed under
+    // several labels at once.
+    let mut h = Harness::new();
+    for i in 0..20u8 {
+        let text = match i % 4 {
+            0 => format!("a == 'x{i}' || has(b)"),
+            1 => format!("has(b) && c != '{i}'"),
+            2 => format!("(a == 'x' || b == 'y') && c not in {{'{i}'}}"),
+            _ => format!("c in {{'{i}', 'z'}} || a starts with 'x'"),
+        };
+        h.apply(Op::Selector(i, sel(&text)));
+    }
+    h.apply(Op::Labels(1, lm(&[("a", "x"), ("b", "y")]), vec![]));
+    h.apply(Op::Labels(2, lm(&[("c", "z")]), vec![7]));
+    h.apply(Op::Parent(7, lm(&[("b", "q"), ("a", "x3")])));
+    h.apply(Op::Labels(1, lm(&[("a", "x")]), vec![7]));
+    for i in (0..20u8).step_by(3) {
+        h.apply(Op::RemoveSelector(i));
+    }
+    h.apply(Op::RemoveParent(7));
+    h.apply(Op::RemoveLabels(1));
+    assert!(!h.current.is_empty());
+}
+
+#[test]
+fn or_selectors_are_not_full_scans() {
+    let mut idx: LabelIndex<u32, u32> = LabelIndex::new();
+    idx.update_selector(1, sel("a == 'x' || b == 'y'"));
+    idx.update_selector(2, sel("(a == 'x' || has(b)) && c != 'q'"));
+    idx.update_selector(3, sel("a == 'x' || !has(b)"));
+    idx.update_selector(4, sel("a == 'x' && a == 'y' || b == 'y' && b == 'z'"));
+    assert!(matches!(idx.scan_strategy(&1), Some(ScanStrategy::AnyOf(p)) if p.len() == 2));
+    assert!(matches!(idx.scan_strategy(&2), Some(ScanStrategy::AnyOf(p)) if p.len() == 2));
+    assert_eq!(idx.scan_strategy(&3), Some(&ScanStrategy::FullScan));
+    assert_eq!(idx.scan_strategy(&4), Some(&ScanStrategy::NoMatch));
+    assert_eq!(idx.num_full_scan_selectors(), 1);
+    idx.update_labels(1, lm(&[("b", "y")]), vec![]);
+    idx.update_labels(2, lm(&[("a", "x"), ("c", "q")]), vec![]);
+    let mut m = idx.all_matches();
+    m.sort();
+    assert_eq!(m, vec![(1, 1), (1, 2), (2, 1), (3, 2)]);
+}
+
+#[test]
+fn refiling_by_live_counts_keeps_results_exact() {
+    let mut h = Harness::new();
+    // Filed before any label set exists: upstream's tie-break picks the greater label name.
+    h.apply(Op::Selector(1, sel("tier == 'backend' && ns == 'a'")));
+    h.apply(Op::Selector(2, sel("has(tier) && ns in {'a', 'b'}")));
+    h.apply(Op::Selector(3, sel("ns == 'c' || tier == 'db'")));
+    assert_eq!(
+        h.idx.scan_strategy(&1),
+        Some(&ScanStrategy::Values {
+            label: "tier".into(),
+            values: vec!["backend".into()]
+        })
+    );
+    let tiers = ["backend", "frontend", "db"];
+    for i in 0..200u16 {
+        let ns = if i % 50 == 0 {
+            "a"
+        } else if i % 7 == 0 {
+            "c"
+        } else {
+            "z"
+        };
+        let labels = lm(&[("tier", tiers[usize::from(i % 3)]), ("ns", ns)]);
+        h.apply(Op::Labels(i, labels, vec![(i % 3) as u8]));
+        if i == 100 {
+            h.apply(Op::Parent(1, lm(&[("ns", "b"), ("tier", "x")])));
+            h.apply(Op::Selector(4, sel("ns == 'b'")));
+        }
+    }
+    // Once label sets exist, the rarer label wins.
+    assert_eq!(
+        h.idx.scan_strategy(&1),
+        Some(&ScanStrategy::Values {
+            label: "ns".into(),
+            values: vec!["a".into()]
+        })
+    );
+    for i in (0..200u16).step_by(3) {
+        h.apply(Op::Labels(i, lm(&[("ns", "b")]), vec![]));
+    }
+    h.apply(Op::Selector(1, sel("ns == 'b' && !has(tier)")));
+    for i in (0..200u16).step_by(2) {
+        h.apply(Op::RemoveLabels(i));
+    }
 }
 
 // ----- property test -----
