@@ -30,7 +30,7 @@ pub enum PemSource {
 }
 
 /// How to reach etcd.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EtcdOptions {
     /// `http://host:port` or `https://host:port`; a bare `host:port` uses TLS when any TLS
     /// material is given.
@@ -60,6 +60,26 @@ impl Default for EtcdOptions {
             dial_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+// Hand-written so the password and an inline key never reach a log.
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.key.as_ref().map(|k| match k {
+            PemSource::File(p) => format!("file {}", p.display()),
+            PemSource::Inline(_) => "<inline, redacted>".to_owned(),
+        });
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &key)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
     }
 }
 
@@ -118,10 +138,22 @@ impl EtcdStore {
             endpoints: endpoints.clone(),
         };
         // The client dials lazily; probe so a wrong address fails here, not at first use.
-        tokio::time::timeout(opts.dial_timeout, store.current_revision())
+        // Status needs no key permission, so a user limited to a prefix passes too.
+        tokio::time::timeout(opts.dial_timeout, store.status_revision())
             .await
             .map_err(|_| unavailable(format!("no answer within {:?}", opts.dial_timeout)))??;
         Ok(store)
+    }
+
+    /// The revision the answering member has applied.
+    async fn status_revision(&self) -> Result<Revision, KvError> {
+        let resp = self
+            .client
+            .maintenance_client()
+            .status()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Compacts etcd's history up to `revision`: watches from older revisions then get
@@ -530,13 +562,22 @@ impl KvStore for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision, KvError> {
-        let resp = self
+        // A linearizable read of any key carries the store revision; a user without read
+        // permission on it gets the member's status revision instead.
+        match self
             .client
             .kv_client()
             .get("\0", Some(GetOptions::new().with_count_only()))
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(resp.header().map_or(0, |h| h.revision()))
+        {
+            Ok(resp) => Ok(resp.header().map_or(0, |h| h.revision())),
+            Err(e) => match self.err(e) {
+                KvError::Backend(m) if m.contains("permission denied") => {
+                    self.status_revision().await
+                }
+                other => Err(other),
+            },
+        }
     }
 }
 

@@ -41,11 +41,19 @@ pub struct ListResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// A key was created or updated. `prev` is the value before, when the backend knows it.
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A key was deleted (explicitly or by lease expiry) at `revision`.
-    Delete { key: String, revision: Revision, prev: Option<KeyValue> },
+    Delete {
+        key: String,
+        revision: Revision,
+        prev: Option<KeyValue>,
+    },
     /// The watch cannot continue from where it was: history before `compact_revision` is gone.
-    /// The consumer must list again and watch from the listing's revision.
+    /// The consumer must list again and watch from the listing's revision. Always the last
+    /// item of its stream.
     Compacted { compact_revision: Revision },
 }
 
@@ -74,13 +82,29 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, KvError>> + 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOp {
     /// Create; the transaction fails with [`KvError::AlreadyExists`] if the key exists.
-    Create { key: String, value: Vec<u8>, lease: Option<LeaseId> },
+    Create {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
     /// Compare-and-swap update on the key's `mod_revision`.
-    Update { key: String, value: Vec<u8>, expected_revision: Revision, lease: Option<LeaseId> },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected_revision: Revision,
+        lease: Option<LeaseId>,
+    },
     /// Unconditional write.
-    Put { key: String, value: Vec<u8>, lease: Option<LeaseId> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
     /// Delete, optionally conditional on the key's `mod_revision`; the key must exist.
-    Delete { key: String, expected_revision: Option<Revision> },
+    Delete {
+        key: String,
+        expected_revision: Option<Revision>,
+    },
 }
 
 /// Errors of the key/value layer. Every variant names the key it concerns where there is one.
@@ -92,11 +116,18 @@ pub enum KvError {
     NotFound { key: String },
     /// Compare-and-swap failed: the key's revision is not the one expected.
     #[error("key {key}: revision conflict (expected {expected}, found {actual})")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     #[error("lease {0}: not found or expired")]
     LeaseNotFound(LeaseId),
     #[error("revision {requested} has been compacted (oldest available {compact_revision})")]
-    Compacted { requested: Revision, compact_revision: Revision },
+    Compacted {
+        requested: Revision,
+        compact_revision: Revision,
+    },
     #[error("datastore unavailable: {0}")]
     Unavailable(String),
     #[error("datastore: {0}")]
@@ -141,8 +172,12 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<Revision, KvError>;
 
     /// Unconditional write (create or overwrite).
-    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>)
-    -> Result<Revision, KvError>;
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, KvError>;
 
     /// Deletes `key`, only if its `mod_revision` equals `expected_revision` when one is given.
     /// Returns the deleted key/value. [`KvError::NotFound`] if absent.
@@ -157,7 +192,8 @@ pub trait KvStore: Send + Sync + 'static {
     /// key). Keys must be distinct.
     async fn txn(&self, ops: Vec<TxnOp>) -> Result<Revision, KvError>;
 
-    /// Grants a lease that expires `ttl` after the last keep-alive.
+    /// Grants a lease that expires `ttl` after the last keep-alive. etcd counts whole seconds
+    /// (a shorter or fractional `ttl` is rounded up); the embedded store keeps milliseconds.
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, KvError>;
 
     /// Refreshes a lease. [`KvError::LeaseNotFound`] once it has expired.
@@ -167,7 +203,13 @@ pub trait KvStore: Send + Sync + 'static {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError>;
 
     /// Watches keys under `prefix`, delivering every change with revision > `after_revision`
-    /// in revision order (use the revision of a [`KvStore::list`] to continue from it).
+    /// in revision order (use the revision of a [`KvStore::list`] to continue from it). The
+    /// changes of one revision (one [`KvStore::txn`]) arrive together, in op order.
+    ///
+    /// When the history after `after_revision` is no longer kept (it was compacted), the
+    /// stream yields one [`WatchEvent::Compacted`] and ends; a watch from
+    /// `compact_revision - 1` or later is accepted. Lease expiry and revocation appear as
+    /// [`WatchEvent::Delete`]s.
     async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<WatchStream, KvError>;
 
     /// The store's current revision.
