@@ -195,12 +195,18 @@ impl LabNs {
         Ok(())
     }
 
-    /// `ping -c <count> -W 1 <dst>` from inside; true when every packet was answered.
+    /// Ping `dst` from inside (`count` echoes, 3 s deadline); true when it got answers.
+    /// Uses `ping` from PATH, or `busybox ping` where iputils is not installed.
     pub fn ping(&self, dst: &str, count: u32) -> Result<bool, LabError> {
         let count = count.to_string();
-        let out = self.exec(&[
-            "ping", "-n", "-q", "-c", &count, "-i", "0.2", "-W", "1", dst,
-        ])?;
+        let args = ["ping", "-q", "-c", &count, "-w", "3", dst];
+        let out = if binary_in_path("ping") {
+            self.exec(&args)?
+        } else {
+            let mut argv = vec!["busybox"];
+            argv.extend(args);
+            self.exec(&argv)?
+        };
         Ok(out.status.success())
     }
 
@@ -256,6 +262,12 @@ impl Drop for LabNs {
             eprintln!("lab: cannot delete namespace {}: {e}", self.name);
         }
     }
+}
+
+/// Whether an executable named `name` is on PATH.
+pub fn binary_in_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
 }
 
 /// What [`sweep`] removed.
