@@ -14,7 +14,7 @@ use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{
     is_dns1123_subdomain, network_of, parse_cidr_or_ip, parse_ip, validate_cidr, validate_duration,
-    validate_ip, validate_selector,
+    validate_ip, validate_meta_labels_annotations, validate_resource_name, validate_selector,
 };
 
 /// A BGP AS number. Accepts a JSON number, a decimal string or the `asdot` form `<high>.<low>`;
@@ -571,6 +571,10 @@ impl Spec for BGPConfigurationSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["bgpconfiguration", "bgpconfig", "bgpconfigs"];
 
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
         if spec.log_severity_screen.is_empty() {
             spec.log_severity_screen = "Info".to_string();
@@ -580,7 +584,8 @@ impl Spec for BGPConfigurationSpec {
         }
     }
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         if !spec.log_severity_screen.is_empty() {
             one_of_log_level("spec.logSeverityScreen", &spec.log_severity_screen, errs);
         }
@@ -715,7 +720,12 @@ impl Spec for BGPFilterSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["bgpfilter"];
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         for (field, rules, v4, import) in [
             ("exportV4", &spec.export_v4, true, false),
             ("importV4", &spec.import_v4, true, true),
@@ -882,7 +892,12 @@ impl Spec for BGPPeerSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["bgppeer", "bgpp", "bgpps", "bp", "bps"];
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         let asn_set = spec.as_number.is_some_and(|a| a.0 != 0);
         if !spec.node.is_empty() && !is_dns1123_subdomain(&spec.node) {
             errs.push(

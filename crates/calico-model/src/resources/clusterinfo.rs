@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
+use crate::resources::common::validate_meta_labels_annotations;
 
 /// `spec` of the `ClusterInformation` singleton.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,5 +47,9 @@ impl Spec for ClusterInformationSpec {
                 ),
             );
         }
+    }
+
+    fn validate(meta: &ObjectMeta, _spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
     }
 }

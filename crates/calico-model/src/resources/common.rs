@@ -416,3 +416,33 @@ pub fn is_valid_mac(s: &str) -> bool {
     let groups: Vec<&str> = s.split('.').collect();
     groups.len() > 1 && ok_count(groups.len() * 2) && groups.iter().all(|g| hex(g, 4))
 }
+
+/// Upstream's resource-name rule (`nameRegex` in the v3 validator, the same as Kubernetes'
+/// `IsDNS1123Subdomain`): dot-separated lower-case alphanumeric/`-` labels, each starting and
+/// ending alphanumeric, at most 253 characters in total. Unlike [`is_dns1123_subdomain`] there is
+/// no 63-character limit per label (upstream accepts a 253-character single-label name).
+pub fn is_resource_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Validates `metadata.name` with [`is_resource_name`].
+pub fn validate_resource_name(path: &str, s: &str, errs: &mut Errors) {
+    if s.len() > 253 {
+        errs.push(path, format!("name is too long by {} bytes (at most 253)", s.len() - 253));
+    } else if !is_resource_name(s) {
+        errs.push(
+            path,
+            format!(
+                "{s:?} is not a valid name: must consist of lower case alphanumeric characters, \
+                 '-' or '.', each dot-separated part starting and ending with an alphanumeric"
+            ),
+        );
+    }
+}

@@ -16,7 +16,7 @@ use crate::resource::Spec;
 use crate::resources::bgp::LOG_LEVELS;
 use crate::resources::common::{
     is_dns1123_label, parse_cidr_or_ip, parse_go_duration, validate_cidr, validate_duration,
-    validate_ip, validate_selector,
+    validate_ip, validate_meta_labels_annotations, validate_resource_name, validate_selector,
 };
 
 /// A protocol/port (and optional source/destination CIDR) that Felix always allows.
@@ -799,6 +799,10 @@ impl Spec for FelixConfigurationSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["felixconfiguration", "felixconfig", "felixconfigs"];
 
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
         let set = |f: &mut Option<String>, v: &str| {
             if f.is_none() {
@@ -812,6 +816,7 @@ impl Spec for FelixConfigurationSpec {
     }
 
     fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         spec.check_fields(errs);
         if spec.route_table_range.is_some() && spec.route_table_ranges.is_some() {
             errs.push(

@@ -13,7 +13,8 @@ use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{
-    network_of, parse_cidr_or_ip, prefixes_overlap, validate_cidr, validate_selector,
+    network_of, parse_cidr_or_ip, prefixes_overlap, validate_cidr,
+    validate_meta_labels_annotations, validate_resource_name, validate_selector,
 };
 
 /// Encapsulation mode of a pool (`ipipMode`, `vxlanMode`). Case-sensitive.
@@ -212,7 +213,8 @@ impl Spec for IPAMConfigurationSpec {
         }
     }
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         if !(0..=1_000_000).contains(&spec.max_blocks_per_host) {
             errs.push("spec.maxBlocksPerHost", "must be between 0 and 1000000");
         } else if spec.max_blocks_per_host > 0 && !spec.strict_affinity {
@@ -246,6 +248,10 @@ impl Spec for IPPoolSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["ippool", "ipp", "ipps", "pool", "pools"];
 
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
         if spec.block_size == 0 {
             match spec.ip_version() {
@@ -271,7 +277,8 @@ impl Spec for IPPoolSpec {
         }
     }
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         let ipip_on = spec.ipip_mode.is_some_and(EncapMode::enabled);
         let vxlan_on = spec.vxlan_mode.is_some_and(EncapMode::enabled);
         if ipip_on && vxlan_on {
@@ -435,7 +442,12 @@ impl Spec for IPReservationSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["ipreservation"];
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         for (i, c) in spec.reserved_cidrs.iter().enumerate() {
             validate_cidr(&format!("spec.reservedCIDRs[{i}]"), c, errs);
         }

@@ -10,7 +10,8 @@ use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::bgp::EnabledDisabled;
 use crate::resources::common::{
-    is_dns1123_subdomain, validate_cidr, validate_duration, validate_selector,
+    is_dns1123_subdomain, validate_cidr, validate_duration, validate_meta_labels_annotations,
+    validate_selector,
 };
 
 /// Which services get LoadBalancer IPs assigned.
@@ -189,7 +190,8 @@ impl Spec for KubeControllersConfigurationSpec {
         }
     }
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         if !spec.log_severity_screen.is_empty()
             && !KCC_LOG_LEVELS.contains(&spec.log_severity_screen.as_str())
         {

@@ -10,6 +10,7 @@ use crate::resource::Spec;
 use crate::resources::bgp::AsNumber;
 use crate::resources::common::{
     is_dns1123_subdomain, is_valid_mac, parse_cidr_or_ip, validate_cidr, validate_ip,
+    validate_meta_labels_annotations, validate_resource_name,
 };
 
 /// BGP settings of one node.
@@ -201,7 +202,12 @@ impl Spec for NodeSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["node", "no"];
 
-    fn validate(_meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
+    fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
+        validate_meta_labels_annotations(meta, errs);
         if let Some(bgp) = &spec.bgp {
             if *bgp == NodeBGPSpec::default() {
                 errs.push("spec.bgp", "spec.bgp should not be empty when present");
