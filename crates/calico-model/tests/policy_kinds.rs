@@ -1128,3 +1128,28 @@ fn orders_serialize_like_go_floats() {
     let v = ok(&tier("t", "order: 300")).to_value();
     assert_eq!(v["spec"]["order"].to_string(), "300");
 }
+
+#[test]
+fn resource_names_follow_upstream_name_rule() {
+    let profile = |name: &str| {
+        load(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata:\n  name: {name}\nspec: {{}}\n"
+        ))
+    };
+    // A single label longer than 63 characters is fine; the whole name is capped at 253.
+    assert!(profile(&"x".repeat(253)).is_ok());
+    assert!(profile(&"x".repeat(254)).is_err());
+    assert!(profile("kns.default").is_ok());
+    let e = profile("Bad_Name").expect_err("bad name");
+    assert!(e.contains("metadata.name"), "{e}");
+    let gns = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: test$set\nspec:\n  nets: [10.0.0.1]\n";
+    bad(gns, "metadata.name", "not a valid name");
+    bad(
+        &hep("node: n1\ninterfaceName: eth0\nprofiles: ['.fun']"),
+        "spec.profiles[0]",
+        "not a valid name",
+    );
+    ok(&hep(
+        "node: n1\ninterfaceName: eth0\nprofiles: [knp.default.funner.11234-a]",
+    ));
+}

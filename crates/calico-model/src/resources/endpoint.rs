@@ -8,9 +8,9 @@ use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{
     is_strictly_masked, is_valid_interface_name, is_valid_port_name, parse_cidr_or_ip_net,
-    validate_dns1123_subdomain, validate_meta_labels_annotations,
+    validate_meta_labels_annotations,
 };
-use crate::resources::policy::Protocol;
+use crate::resources::policy::{Protocol, validate_resource_name};
 
 /// A named port of a host endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -178,13 +178,13 @@ fn is_zero_i64(v: &i64) -> bool {
 
 fn validate_name_list(path: &str, names: &[String], errs: &mut Errors) {
     for (i, n) in names.iter().enumerate() {
-        validate_dns1123_subdomain(&format!("{path}[{i}]"), n, errs);
+        validate_resource_name(&format!("{path}[{i}]"), n, errs);
     }
 }
 
 fn validate_optional_name(path: &str, s: &str, errs: &mut Errors) {
     if !s.is_empty() {
-        validate_dns1123_subdomain(path, s, errs);
+        validate_resource_name(path, s, errs);
     }
 }
 
@@ -230,6 +230,10 @@ impl Spec for HostEndpointSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["hostendpoint", "hep", "heps"];
 
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
         for p in &mut spec.ports {
             p.protocol = p.protocol.canonical();
@@ -241,7 +245,7 @@ impl Spec for HostEndpointSpec {
         if spec.node.is_empty() {
             errs.push("spec.node", "node must be specified");
         } else {
-            validate_dns1123_subdomain("spec.node", &spec.node, errs);
+            validate_resource_name("spec.node", &spec.node, errs);
         }
         if spec.interface_name.is_empty() && spec.expected_ips.is_empty() {
             errs.push(
@@ -300,6 +304,10 @@ impl Spec for WorkloadEndpointSpec {
     const PLURAL: &'static str = "workloadendpoints";
     const NAMESPACED: bool = true;
     const ALIASES: &'static [&'static str] = &["workloadendpoint", "wep", "weps"];
+
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
 
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
         for p in &mut spec.ports {

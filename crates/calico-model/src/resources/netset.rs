@@ -7,6 +7,7 @@ use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{parse_cidr_or_ip_net, validate_meta_labels_annotations};
+use crate::resources::policy::validate_resource_name;
 
 /// The label Calico itself puts on namespaced objects; users may not set it on network sets.
 pub const LABEL_NAMESPACE: &str = "projectcalico.org/namespace";
@@ -55,6 +56,10 @@ impl Spec for GlobalNetworkSetSpec {
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["globalnetworkset", "gns"];
 
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
+
     fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
         validate_netset(meta, &spec.nets, errs);
     }
@@ -65,6 +70,10 @@ impl Spec for NetworkSetSpec {
     const PLURAL: &'static str = "networksets";
     const NAMESPACED: bool = true;
     const ALIASES: &'static [&'static str] = &["networkset", "netsets", "netset"];
+
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
 
     fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
         validate_netset(meta, &spec.nets, errs);

@@ -16,8 +16,8 @@ use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{
-    is_dns1123_subdomain, is_strictly_masked, parse_cidr_with_prefix, validate_annotation_map,
-    validate_dns1123_subdomain, validate_meta_labels_annotations, validate_selector_field,
+    is_strictly_masked, parse_cidr_with_prefix, validate_annotation_map,
+    validate_meta_labels_annotations, validate_selector_field,
 };
 
 /// The label carrying a policy's tier (set by defaulting).
@@ -765,11 +765,11 @@ fn validate_entity_rule(path: &str, e: &EntityRule, errs: &mut Errors) {
                 format!("{spath}.name"),
                 "services must specify a service name",
             );
-        } else if !is_dns1123_subdomain(&svc.name) {
-            validate_dns1123_subdomain(&format!("{spath}.name"), &svc.name, errs);
+        } else {
+            validate_resource_name(&format!("{spath}.name"), &svc.name, errs);
         }
         if !svc.namespace.is_empty() {
-            validate_dns1123_subdomain(&format!("{spath}.namespace"), &svc.namespace, errs);
+            validate_resource_name(&format!("{spath}.namespace"), &svc.namespace, errs);
         }
         if !e.namespace_selector.is_empty() {
             errs.push(
@@ -1144,6 +1144,27 @@ fn is_subdomain_unbounded(s: &str) -> bool {
     !s.is_empty() && s.split('.').all(is_strict_label)
 }
 
+/// Whether `s` matches upstream's resource-name rule (`nameRegex`): dot-separated lower-case
+/// alphanumeric/`-` labels, each starting and ending alphanumeric, at most 253 characters in
+/// total, with no per-label length limit.
+pub fn is_valid_resource_name(s: &str) -> bool {
+    s.len() <= 253 && is_subdomain_unbounded(s)
+}
+
+/// Validates a resource name or a reference to one (profiles, nodes, tiers, services) with
+/// upstream's `name` rule.
+pub fn validate_resource_name(path: &str, s: &str, errs: &mut Errors) {
+    if !is_valid_resource_name(s) {
+        errs.push(
+            path,
+            format!(
+                "{s:?} is not a valid name: must be lower-case alphanumerics, '-' or '.', start \
+                 and end with an alphanumeric, at most 253 characters"
+            ),
+        );
+    }
+}
+
 /// Whether `name` is a valid NetworkPolicy / StagedNetworkPolicy name.
 pub fn is_valid_network_policy_name(name: &str) -> bool {
     if name.len() > 253 {
@@ -1187,7 +1208,7 @@ fn push_policy_name_error(meta: &ObjectMeta, namespaced: bool, errs: &mut Errors
 
 fn validate_tier_ref(path: &str, tier: &str, errs: &mut Errors) {
     if !tier.is_empty() {
-        validate_dns1123_subdomain(path, tier, errs);
+        validate_resource_name(path, tier, errs);
     }
 }
 

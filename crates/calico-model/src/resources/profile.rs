@@ -8,7 +8,7 @@ use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{validate_label_map, validate_meta_labels_annotations};
-use crate::resources::policy::{Rule, validate_rule_lists};
+use crate::resources::policy::{Rule, validate_resource_name, validate_rule_lists};
 
 /// `Profile.spec`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +32,10 @@ impl Spec for ProfileSpec {
     const PLURAL: &'static str = "profiles";
     const NAMESPACED: bool = false;
     const ALIASES: &'static [&'static str] = &["profile", "pro", "pros"];
+
+    fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
+        validate_resource_name("metadata.name", &meta.name, errs);
+    }
 
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
         for r in spec.ingress.iter_mut().chain(spec.egress.iter_mut()) {
