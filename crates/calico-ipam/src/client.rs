@@ -627,6 +627,7 @@ impl IpamClient {
                 .find_or_claim_block(
                     &owner,
                     &mut affine,
+                    max_blocks,
                     allow_new_claim,
                     &config,
                     &sel.usable,
@@ -724,6 +725,7 @@ impl IpamClient {
         &self,
         owner: &Affinity,
         affine: &mut VecDeque<IpNet>,
+        max_blocks: u32,
         allow_new_claim: bool,
         config: &IpamConfig,
         pools: &[PoolConfig],
@@ -756,9 +758,7 @@ impl IpamClient {
             }
         }
         if !allow_new_claim {
-            return Err(IpamError::BlockLimit {
-                limit: config.effective_max_blocks(0),
-            });
+            return Err(IpamError::BlockLimit { limit: max_blocks });
         }
         if !config.auto_allocate_blocks {
             return Err(IpamError::AutoAllocateDisabled);
