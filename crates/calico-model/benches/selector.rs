@@ -192,12 +192,12 @@ fn build(selectors_first: bool) -> (Index, Duration, usize) {
         for (i, s) in sels.into_iter().enumerate() {
             events += idx.update_selector(i as u32, s).len();
         }
-        for (i, (l, p)) in sets.into_iter().enumerate() {
-            events += idx.update_labels(i as u32, l, vec![p]).len();
+        for (i, (l, p)) in sets.iter().enumerate() {
+            events += idx.update_labels(i as u32, l, vec![*p]).len();
         }
     } else {
-        for (i, (l, p)) in sets.into_iter().enumerate() {
-            events += idx.update_labels(i as u32, l, vec![p]).len();
+        for (i, (l, p)) in sets.iter().enumerate() {
+            events += idx.update_labels(i as u32, l, vec![*p]).len();
         }
         let sets_done = start.elapsed();
         for (i, s) in sels.into_iter().enumerate() {
@@ -275,7 +275,7 @@ fn bench_index() {
         }
         let parent = id % NAMESPACES;
         let start = Instant::now();
-        let ev = idx.update_labels(id, labels, vec![parent]);
+        let ev = idx.update_labels(id, &labels, vec![parent]);
         times.push(start.elapsed());
         changed_events += ev.len();
     }

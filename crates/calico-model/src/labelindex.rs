@@ -32,14 +32,14 @@
 //!
 //! let mut idx: LabelIndex<&str, &str> = LabelIndex::new();
 //! idx.update_selector("web", parse("app == 'web'").unwrap());
-//! let ev = idx.update_labels("pod1", BTreeMap::from([("app".into(), "web".into())]), vec![]);
+//! let ev = idx.update_labels("pod1", &BTreeMap::from([("app".into(), "web".into())]), vec![]);
 //! assert_eq!(ev, vec![MatchEvent::Started { selector: "web", labels: "pod1" }]);
 //! assert!(idx.is_match(&"web", &"pod1"));
 //! ```
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use crate::selector::{LabelRestriction, LabelRestrictions, Labels, Node, Selector};
 
@@ -226,32 +226,64 @@ impl Labels for FlatLabels {
     }
 }
 
-/// A set that stays a short vector while small (a label set usually matches a handful of
-/// selectors) and becomes a hash set when it grows.
+/// Internal dense number of a selector or label set. Ids given by callers are mapped to slots
+/// once per call; every internal set holds slots.
+type Slot = u32;
+
+/// Hasher for slots. Slots are small integers handed out by the index itself (never chosen by
+/// whoever writes labels or names objects), so a multiplicative hash is safe and much cheaper
+/// than SipHash.
+#[derive(Default, Clone, Copy)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(26) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type SlotSet = HashSet<Slot, BuildHasherDefault<SlotHasher>>;
+
+/// A set of slots that stays a short vector while small (a label set usually matches a handful
+/// of selectors) and becomes a hash set when it grows.
 #[derive(Debug, Clone)]
-enum SmallSet<T> {
-    Few(Vec<T>),
-    Many(HashSet<T>),
+enum SmallSet {
+    Few(Vec<Slot>),
+    Many(SlotSet),
 }
 
 /// Largest `SmallSet` kept as a vector.
 const SMALL_SET_MAX: usize = 8;
 
-impl<T> Default for SmallSet<T> {
+impl Default for SmallSet {
     fn default() -> Self {
         SmallSet::Few(Vec::new())
     }
 }
 
-impl<T: Eq + Hash> SmallSet<T> {
-    fn contains(&self, t: &T) -> bool {
+impl SmallSet {
+    fn contains(&self, t: Slot) -> bool {
         match self {
-            SmallSet::Few(v) => v.contains(t),
-            SmallSet::Many(h) => h.contains(t),
+            SmallSet::Few(v) => v.contains(&t),
+            SmallSet::Many(h) => h.contains(&t),
         }
     }
 
-    fn insert(&mut self, t: T) -> bool {
+    fn insert(&mut self, t: Slot) -> bool {
         match self {
             SmallSet::Few(v) if v.contains(&t) => false,
             SmallSet::Few(v) if v.len() < SMALL_SET_MAX => {
@@ -259,7 +291,7 @@ impl<T: Eq + Hash> SmallSet<T> {
                 true
             }
             SmallSet::Few(v) => {
-                let mut h: HashSet<T> = v.drain(..).collect();
+                let mut h: SlotSet = v.drain(..).collect();
                 h.insert(t);
                 *self = SmallSet::Many(h);
                 true
@@ -268,133 +300,68 @@ impl<T: Eq + Hash> SmallSet<T> {
         }
     }
 
-    fn remove(&mut self, t: &T) -> bool {
+    fn remove(&mut self, t: Slot) -> bool {
         match self {
-            SmallSet::Few(v) => match v.iter().position(|x| x == t) {
+            SmallSet::Few(v) => match v.iter().position(|x| *x == t) {
                 Some(i) => {
                     v.swap_remove(i);
                     true
                 }
                 None => false,
             },
-            SmallSet::Many(h) => h.remove(t),
+            SmallSet::Many(h) => h.remove(&t),
         }
     }
 
     fn is_empty(&self) -> bool {
-        match self {
-            SmallSet::Few(v) => v.is_empty(),
-            SmallSet::Many(h) => h.is_empty(),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        let (few, many) = match self {
-            SmallSet::Few(v) => (v.as_slice(), None),
-            SmallSet::Many(h) => (&[][..], Some(h.iter())),
-        };
-        few.iter().chain(many.into_iter().flatten())
-    }
-}
-
-fn small_insert<K: Eq + Hash, V: Eq + Hash>(map: &mut HashMap<K, SmallSet<V>>, k: K, v: V) {
-    map.entry(k).or_default().insert(v);
-}
-
-fn small_remove<K: Eq + Hash, V: Eq + Hash>(map: &mut HashMap<K, SmallSet<V>>, k: &K, v: &V) {
-    if let Some(set) = map.get_mut(k) {
-        set.remove(v);
-        if set.is_empty() {
-            map.remove(k);
-        }
-    }
-}
-
-/// A set of ids that is usually a single id (one label set per unique label value), kept
-/// without a hash table in that case.
-enum IdSet<L> {
-    One(L),
-    Many(HashSet<L>),
-}
-
-impl<L: Eq + Hash + Clone> IdSet<L> {
-    fn insert(&mut self, id: L) -> bool {
-        match self {
-            IdSet::One(x) if *x == id => false,
-            IdSet::One(x) => {
-                let set = HashSet::from([x.clone(), id]);
-                *self = IdSet::Many(set);
-                true
-            }
-            IdSet::Many(set) => set.insert(id),
-        }
-    }
-
-    /// Removes `id`; returns (removed, now empty).
-    fn remove(&mut self, id: &L) -> (bool, bool) {
-        match self {
-            IdSet::One(x) => (x == id, x == id),
-            IdSet::Many(set) => {
-                let removed = set.remove(id);
-                (removed, set.is_empty())
-            }
-        }
+        self.len() == 0
     }
 
     fn len(&self) -> usize {
         match self {
-            IdSet::One(_) => 1,
-            IdSet::Many(set) => set.len(),
+            SmallSet::Few(v) => v.len(),
+            SmallSet::Many(h) => h.len(),
         }
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = &L> + '_> {
-        match self {
-            IdSet::One(x) => Box::new(std::iter::once(x)),
-            IdSet::Many(set) => Box::new(set.iter()),
-        }
+    fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
+        let (few, many) = match self {
+            SmallSet::Few(v) => (v.as_slice(), None),
+            SmallSet::Many(h) => (&[][..], Some(h.iter())),
+        };
+        few.iter().chain(many.into_iter().flatten()).copied()
     }
 }
 
-struct SelectorEntry {
+struct SelectorEntry<S> {
+    id: S,
     selector: Selector,
     strategy: ScanStrategy,
+    /// Slots of the label sets this selector matches.
+    matches: SlotSet,
 }
 
-struct LabelSetEntry<P> {
+struct LabelSetEntry<L, P> {
+    id: L,
     own: FlatLabels,
     parents: Vec<P>,
     effective: FlatLabels,
+    /// Slots of the selectors matching this label set.
+    matches: SmallSet,
 }
 
 /// Selectors filed under one label name.
-struct SelectorsByValue<S> {
-    by_value: HashMap<String, HashSet<S>>,
-    wildcard: HashSet<S>,
-}
-
-impl<S> Default for SelectorsByValue<S> {
-    fn default() -> Self {
-        Self {
-            by_value: HashMap::new(),
-            wildcard: HashSet::new(),
-        }
-    }
+#[derive(Default)]
+struct SelectorsByValue {
+    by_value: HashMap<String, SlotSet>,
+    wildcard: SlotSet,
 }
 
 /// Label sets holding one label name, by value.
-struct LabelSetsByValue<L> {
+#[derive(Default)]
+struct LabelSetsByValue {
     count: usize,
-    by_value: HashMap<Box<str>, IdSet<L>>,
-}
-
-impl<L> Default for LabelSetsByValue<L> {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            by_value: HashMap::new(),
-        }
-    }
+    by_value: HashMap<Box<str>, SmallSet>,
 }
 
 /// Label-set count at which selectors are first re-filed by live counts.
@@ -402,22 +369,24 @@ const FIRST_REFILE_AT: usize = 64;
 
 /// The incremental selector ↔ label-set index. See the module documentation.
 pub struct LabelIndex<S, L, P = String> {
-    selectors: HashMap<S, SelectorEntry>,
-    label_sets: HashMap<L, LabelSetEntry<P>>,
+    selectors: Vec<Option<SelectorEntry<S>>>,
+    sel_slots: HashMap<S, Slot>,
+    free_sel_slots: Vec<Slot>,
+
+    label_sets: Vec<Option<LabelSetEntry<L, P>>>,
+    set_slots: HashMap<L, Slot>,
+    free_set_slots: Vec<Slot>,
+
     parents: HashMap<P, LabelMap>,
     /// Parent → label sets that list it.
-    children: HashMap<P, HashSet<L>>,
+    children: HashMap<P, SlotSet>,
 
     /// Selector-side index (label name → selectors filed under it).
-    sels_by_label: HashMap<String, SelectorsByValue<S>>,
-    sels_full_scan: HashSet<S>,
+    sels_by_label: HashMap<String, SelectorsByValue>,
+    sels_full_scan: SlotSet,
 
     /// Label-set-side index over effective labels.
-    sets_by_label: HashMap<Box<str>, LabelSetsByValue<L>>,
-
-    /// The match relation, both ways.
-    matches_by_sel: HashMap<S, HashSet<L>>,
-    matches_by_set: HashMap<L, SmallSet<S>>,
+    sets_by_label: HashMap<Box<str>, LabelSetsByValue>,
 
     /// Re-file selectors when the number of label sets reaches this.
     refile_at: usize,
@@ -426,36 +395,33 @@ pub struct LabelIndex<S, L, P = String> {
 impl<S, L, P> Default for LabelIndex<S, L, P> {
     fn default() -> Self {
         Self {
-            selectors: HashMap::new(),
-            label_sets: HashMap::new(),
+            selectors: Vec::new(),
+            sel_slots: HashMap::new(),
+            free_sel_slots: Vec::new(),
+            label_sets: Vec::new(),
+            set_slots: HashMap::new(),
+            free_set_slots: Vec::new(),
             parents: HashMap::new(),
             children: HashMap::new(),
             sels_by_label: HashMap::new(),
-            sels_full_scan: HashSet::new(),
+            sels_full_scan: SlotSet::default(),
             sets_by_label: HashMap::new(),
-            matches_by_sel: HashMap::new(),
-            matches_by_set: HashMap::new(),
             refile_at: FIRST_REFILE_AT,
         }
     }
 }
 
-fn set_insert<K: Eq + Hash, V: Eq + Hash>(map: &mut HashMap<K, HashSet<V>>, k: K, v: V) {
-    map.entry(k).or_default().insert(v);
+/// Takes a free slot or appends one.
+fn alloc_slot<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<Slot>) -> Slot {
+    if let Some(s) = free.pop() {
+        return s;
+    }
+    slab.push(None);
+    Slot::try_from(slab.len() - 1).unwrap_or(Slot::MAX)
 }
 
-fn set_remove<K, V, Q>(map: &mut HashMap<K, HashSet<V>>, k: &Q, v: &V)
-where
-    K: Eq + Hash + std::borrow::Borrow<Q>,
-    V: Eq + Hash,
-    Q: Eq + Hash + ?Sized,
-{
-    if let Some(set) = map.get_mut(k) {
-        set.remove(v);
-        if set.is_empty() {
-            map.remove(k);
-        }
-    }
+fn slot_index(s: Slot) -> usize {
+    s as usize
 }
 
 impl<S, L, P> LabelIndex<S, L, P>
@@ -468,70 +434,144 @@ where
         Self::default()
     }
 
+    fn sel(&self, s: Slot) -> Option<&SelectorEntry<S>> {
+        self.selectors.get(slot_index(s)).and_then(Option::as_ref)
+    }
+
+    fn sel_mut(&mut self, s: Slot) -> Option<&mut SelectorEntry<S>> {
+        self.selectors
+            .get_mut(slot_index(s))
+            .and_then(Option::as_mut)
+    }
+
+    fn set(&self, l: Slot) -> Option<&LabelSetEntry<L, P>> {
+        self.label_sets.get(slot_index(l)).and_then(Option::as_ref)
+    }
+
+    fn set_mut(&mut self, l: Slot) -> Option<&mut LabelSetEntry<L, P>> {
+        self.label_sets
+            .get_mut(slot_index(l))
+            .and_then(Option::as_mut)
+    }
+
     // ----- selectors -----
 
     /// Adds or replaces a selector; returns the match changes, sorted.
     pub fn update_selector(&mut self, id: S, selector: Selector) -> Vec<MatchEvent<S, L>> {
-        if self
-            .selectors
-            .get(&id)
-            .is_some_and(|e| e.selector == selector)
-        {
-            return Vec::new();
-        }
-        self.unfile_selector(&id);
-        let strategy = self.plan(selector.root());
-        self.file_selector(&id, &strategy);
-        let entry = SelectorEntry { selector, strategy };
-
-        // Candidate label sets: those holding the filing label (or one of its values).
-        let mut new: HashSet<L> = HashSet::new();
-        let mut consider = |l: &L, e: &LabelSetEntry<P>| {
-            if !new.contains(l) && entry.selector.evaluate(&e.effective) {
-                new.insert(l.clone());
+        let (slot, old_matches) = match self.sel_slots.get(&id).copied() {
+            Some(slot) => {
+                if self.sel(slot).is_some_and(|e| e.selector == selector) {
+                    return Vec::new();
+                }
+                self.unfile_selector(slot);
+                let old = self.selectors[slot_index(slot)].take();
+                (slot, old.map(|e| e.matches).unwrap_or_default())
+            }
+            None => {
+                let slot = alloc_slot(&mut self.selectors, &mut self.free_sel_slots);
+                self.sel_slots.insert(id.clone(), slot);
+                (slot, SlotSet::default())
             }
         };
-        if entry.strategy == ScanStrategy::FullScan {
-            self.label_sets.iter().for_each(|(l, e)| consider(l, e));
-        }
-        for part in entry.strategy.parts() {
-            match part {
-                ScanStrategy::Values { label, values } => {
-                    if let Some(byv) = self.sets_by_label.get(label.as_str()) {
-                        for v in values {
-                            for l in byv
-                                .by_value
-                                .get(v.as_str())
-                                .into_iter()
-                                .flat_map(IdSet::iter)
-                            {
-                                consider(l, &self.label_sets[l]);
+        let strategy = self.plan(selector.root());
+        self.file_selector(slot, &strategy);
+
+        // Candidate label sets: those holding a filing label (or one of its values).
+        let mut new = SlotSet::default();
+        {
+            let sets = &self.label_sets;
+            if strategy == ScanStrategy::FullScan {
+                for (i, e) in sets.iter().enumerate() {
+                    if let Some(e) = e
+                        && selector.evaluate(&e.effective)
+                    {
+                        new.insert(Slot::try_from(i).unwrap_or(Slot::MAX));
+                    }
+                }
+            }
+            let mut consider = |l: Slot| {
+                if new.contains(&l) {
+                    return;
+                }
+                if let Some(Some(e)) = sets.get(slot_index(l))
+                    && selector.evaluate(&e.effective)
+                {
+                    new.insert(l);
+                }
+            };
+            for part in strategy.parts() {
+                match part {
+                    ScanStrategy::Values { label, values } => {
+                        if let Some(byv) = self.sets_by_label.get(label.as_str()) {
+                            for v in values {
+                                if let Some(ls) = byv.by_value.get(v.as_str()) {
+                                    ls.iter().for_each(&mut consider);
+                                }
                             }
                         }
                     }
-                }
-                ScanStrategy::LabelName { label } => {
-                    if let Some(byv) = self.sets_by_label.get(label.as_str()) {
-                        for l in byv.by_value.values().flat_map(IdSet::iter) {
-                            consider(l, &self.label_sets[l]);
+                    ScanStrategy::LabelName { label } => {
+                        if let Some(byv) = self.sets_by_label.get(label.as_str()) {
+                            for ls in byv.by_value.values() {
+                                ls.iter().for_each(&mut consider);
+                            }
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
         }
-        self.selectors.insert(id.clone(), entry);
-        self.set_selector_matches(&id, new)
+
+        let mut events = Vec::new();
+        for &l in old_matches.iter().filter(|l| !new.contains(l)) {
+            if let Some(e) = self.set_mut(l) {
+                e.matches.remove(slot);
+                events.push(MatchEvent::Stopped {
+                    selector: id.clone(),
+                    labels: e.id.clone(),
+                });
+            }
+        }
+        for &l in new.iter().filter(|l| !old_matches.contains(l)) {
+            if let Some(e) = self.set_mut(l) {
+                e.matches.insert(slot);
+                events.push(MatchEvent::Started {
+                    selector: id.clone(),
+                    labels: e.id.clone(),
+                });
+            }
+        }
+        self.selectors[slot_index(slot)] = Some(SelectorEntry {
+            id,
+            selector,
+            strategy,
+            matches: new,
+        });
+        events.sort_unstable();
+        events
     }
 
     /// Removes a selector; returns the match-stopped events, sorted.
     pub fn remove_selector(&mut self, id: &S) -> Vec<MatchEvent<S, L>> {
-        if !self.selectors.contains_key(id) {
+        let Some(slot) = self.sel_slots.remove(id) else {
             return Vec::new();
+        };
+        self.unfile_selector(slot);
+        let mut events = Vec::new();
+        if let Some(entry) = self.selectors[slot_index(slot)].take() {
+            for &l in &entry.matches {
+                if let Some(e) = self.set_mut(l) {
+                    e.matches.remove(slot);
+                    events.push(MatchEvent::Stopped {
+                        selector: entry.id.clone(),
+                        labels: e.id.clone(),
+                    });
+                }
+            }
         }
-        self.unfile_selector(id);
-        self.selectors.remove(id);
-        self.set_selector_matches(id, HashSet::new())
+        self.free_sel_slots.push(slot);
+        events.sort_unstable();
+        events
     }
 
     /// Label sets holding `label` (with one of the restricted values, if any).
@@ -542,7 +582,7 @@ where
         match &r.must_have_one_of_values {
             Some(vs) => vs
                 .iter()
-                .map(|v| byv.by_value.get(v.as_str()).map_or(0, IdSet::len))
+                .map(|v| byv.by_value.get(v.as_str()).map_or(0, SmallSet::len))
                 .sum(),
             None => byv.count,
         }
@@ -557,7 +597,7 @@ where
                 self.sets_by_label.get(label.as_str()).map_or(0, |byv| {
                     values
                         .iter()
-                        .map(|v| byv.by_value.get(v.as_str()).map_or(0, IdSet::len))
+                        .map(|v| byv.by_value.get(v.as_str()).map_or(0, SmallSet::len))
                         .sum()
                 })
             }
@@ -629,55 +669,53 @@ where
     /// Re-files every selector by the current label-set counts.
     fn refile_all(&mut self) {
         let mut changes = Vec::new();
-        for (id, e) in &self.selectors {
-            let best = self.plan(e.selector.root());
-            if best != e.strategy {
-                changes.push((id.clone(), best));
+        for (i, e) in self.selectors.iter().enumerate() {
+            if let Some(e) = e {
+                let best = self.plan(e.selector.root());
+                if best != e.strategy {
+                    changes.push((Slot::try_from(i).unwrap_or(Slot::MAX), best));
+                }
             }
         }
-        for (id, strategy) in changes {
-            self.unfile_selector(&id);
-            self.file_selector(&id, &strategy);
-            if let Some(e) = self.selectors.get_mut(&id) {
+        for (slot, strategy) in changes {
+            self.unfile_selector(slot);
+            self.file_selector(slot, &strategy);
+            if let Some(e) = self.sel_mut(slot) {
                 e.strategy = strategy;
             }
         }
     }
 
-    fn file_selector(&mut self, id: &S, strategy: &ScanStrategy) {
+    fn file_selector(&mut self, slot: Slot, strategy: &ScanStrategy) {
         if *strategy == ScanStrategy::FullScan {
-            self.sels_full_scan.insert(id.clone());
+            self.sels_full_scan.insert(slot);
         }
         for part in strategy.parts() {
-            self.file_part(id, part);
-        }
-    }
-
-    fn file_part(&mut self, id: &S, part: &ScanStrategy) {
-        let (label, values) = match part {
-            ScanStrategy::LabelName { label } => (label, None),
-            ScanStrategy::Values { label, values } => (label, Some(values)),
-            _ => return,
-        };
-        let sub = self.sels_by_label.entry(label.clone()).or_default();
-        match values {
-            None => {
-                sub.wildcard.insert(id.clone());
-            }
-            Some(values) => {
-                for v in values {
-                    set_insert(&mut sub.by_value, v.clone(), id.clone());
+            let (label, values) = match part {
+                ScanStrategy::LabelName { label } => (label, None),
+                ScanStrategy::Values { label, values } => (label, Some(values)),
+                _ => continue,
+            };
+            let sub = self.sels_by_label.entry(label.clone()).or_default();
+            match values {
+                None => {
+                    sub.wildcard.insert(slot);
+                }
+                Some(values) => {
+                    for v in values {
+                        sub.by_value.entry(v.clone()).or_default().insert(slot);
+                    }
                 }
             }
         }
     }
 
-    fn unfile_selector(&mut self, id: &S) {
-        let Some(strategy) = self.selectors.get(id).map(|e| e.strategy.clone()) else {
+    fn unfile_selector(&mut self, slot: Slot) {
+        let Some(strategy) = self.sel(slot).map(|e| e.strategy.clone()) else {
             return;
         };
         if strategy == ScanStrategy::FullScan {
-            self.sels_full_scan.remove(id);
+            self.sels_full_scan.remove(&slot);
         }
         for part in strategy.parts() {
             let (label, values) = match part {
@@ -690,11 +728,16 @@ where
             };
             match values {
                 None => {
-                    sub.wildcard.remove(id);
+                    sub.wildcard.remove(&slot);
                 }
                 Some(values) => {
                     for v in values {
-                        set_remove(&mut sub.by_value, v, id);
+                        if let Some(set) = sub.by_value.get_mut(v) {
+                            set.remove(&slot);
+                            if set.is_empty() {
+                                sub.by_value.remove(v);
+                            }
+                        }
                     }
                 }
             }
@@ -704,31 +747,6 @@ where
         }
     }
 
-    /// Replaces the match set of one selector, emitting the differences.
-    fn set_selector_matches(&mut self, id: &S, new: HashSet<L>) -> Vec<MatchEvent<S, L>> {
-        let old = self.matches_by_sel.remove(id).unwrap_or_default();
-        let mut events = Vec::new();
-        for l in old.difference(&new) {
-            small_remove(&mut self.matches_by_set, l, id);
-            events.push(MatchEvent::Stopped {
-                selector: id.clone(),
-                labels: l.clone(),
-            });
-        }
-        for l in new.difference(&old) {
-            small_insert(&mut self.matches_by_set, l.clone(), id.clone());
-            events.push(MatchEvent::Started {
-                selector: id.clone(),
-                labels: l.clone(),
-            });
-        }
-        if !new.is_empty() {
-            self.matches_by_sel.insert(id.clone(), new);
-        }
-        events.sort_unstable();
-        events
-    }
-
     // ----- label sets -----
 
     /// Adds or replaces a label set with its own labels and its parents (in priority order);
@@ -736,54 +754,89 @@ where
     pub fn update_labels(
         &mut self,
         id: L,
-        labels: LabelMap,
+        labels: &LabelMap,
         parents: Vec<P>,
     ) -> Vec<MatchEvent<S, L>> {
-        let mut events = Vec::new();
-        let labels = FlatLabels::from_map(&labels);
-        if let Some(old) = self.label_sets.get(&id) {
-            if old.own == labels && old.parents == parents {
-                return events;
+        let own = FlatLabels::from_map(labels);
+        let slot = match self.set_slots.get(&id).copied() {
+            Some(slot) => {
+                let Some(old) = self.set(slot) else {
+                    return Vec::new();
+                };
+                if old.own == own && old.parents == parents {
+                    return Vec::new();
+                }
+                let old_parents = old.parents.clone();
+                for p in &old_parents {
+                    self.unlink_child(p, slot);
+                }
+                slot
             }
-            let old_parents = old.parents.clone();
-            for p in &old_parents {
-                set_remove(&mut self.children, p, &id);
+            None => {
+                let slot = alloc_slot(&mut self.label_sets, &mut self.free_set_slots);
+                self.set_slots.insert(id.clone(), slot);
+                self.label_sets[slot_index(slot)] = Some(LabelSetEntry {
+                    id,
+                    own: FlatLabels::default(),
+                    parents: Vec::new(),
+                    effective: FlatLabels::default(),
+                    matches: SmallSet::default(),
+                });
+                slot
             }
-        }
+        };
         for p in &parents {
-            set_insert(&mut self.children, p.clone(), id.clone());
+            self.children.entry(p.clone()).or_default().insert(slot);
         }
-        let effective =
-            FlatLabels::merge(&labels, parents.iter().filter_map(|p| self.parents.get(p)));
-        self.set_effective(&id, labels, parents, effective, &mut events);
-        if self.label_sets.len() >= self.refile_at {
-            self.refile_at = self.label_sets.len().saturating_mul(2);
+        let effective = FlatLabels::merge(&own, parents.iter().filter_map(|p| self.parents.get(p)));
+        if let Some(e) = self.set_mut(slot) {
+            e.own = own;
+            e.parents = parents;
+        }
+        let mut events = Vec::new();
+        self.set_effective(slot, effective, &mut events);
+        if self.set_slots.len() >= self.refile_at {
+            self.refile_at = self.set_slots.len().saturating_mul(2);
             self.refile_all();
         }
         events.sort_unstable();
         events
     }
 
+    fn unlink_child(&mut self, parent: &P, slot: Slot) {
+        if let Some(kids) = self.children.get_mut(parent) {
+            kids.remove(&slot);
+            if kids.is_empty() {
+                self.children.remove(parent);
+            }
+        }
+    }
+
     /// Removes a label set; returns the match-stopped events, sorted.
     pub fn remove_labels(&mut self, id: &L) -> Vec<MatchEvent<S, L>> {
-        let Some(entry) = self.label_sets.remove(id) else {
+        let Some(slot) = self.set_slots.remove(id) else {
+            return Vec::new();
+        };
+        let Some(entry) = self.label_sets[slot_index(slot)].take() else {
             return Vec::new();
         };
         for p in &entry.parents {
-            set_remove(&mut self.children, p, id);
+            self.unlink_child(p, slot);
         }
         for (k, v) in entry.effective.iter() {
-            self.unindex_pair(id, k, v);
+            self.unindex_pair(slot, k, v);
         }
         let mut events = Vec::new();
-        let matched = self.matches_by_set.remove(id).unwrap_or_default();
-        for s in matched.iter().cloned() {
-            set_remove(&mut self.matches_by_sel, &s, id);
-            events.push(MatchEvent::Stopped {
-                selector: s,
-                labels: id.clone(),
-            });
+        for s in entry.matches.iter() {
+            if let Some(e) = self.sel_mut(s) {
+                e.matches.remove(&slot);
+                events.push(MatchEvent::Stopped {
+                    selector: e.id.clone(),
+                    labels: entry.id.clone(),
+                });
+            }
         }
+        self.free_set_slots.push(slot);
         events.sort_unstable();
         events
     }
@@ -809,120 +862,120 @@ where
 
     fn refresh_children(&mut self, parent: &P) -> Vec<MatchEvent<S, L>> {
         let mut events = Vec::new();
-        let mut kids: Vec<L> = self
+        let kids: Vec<Slot> = self
             .children
             .get(parent)
-            .map(|c| c.iter().cloned().collect())
+            .map(|c| c.iter().copied().collect())
             .unwrap_or_default();
-        kids.sort_unstable();
         for l in kids {
-            let Some(entry) = self.label_sets.get(&l) else {
+            let Some(entry) = self.set(l) else {
                 continue;
             };
             let parent_maps = entry.parents.iter().filter_map(|p| self.parents.get(p));
             let effective = FlatLabels::merge(&entry.own, parent_maps);
-            if effective == entry.effective {
-                continue;
+            if effective != entry.effective {
+                self.set_effective(l, effective, &mut events);
             }
-            let (own, parents) = (entry.own.clone(), entry.parents.clone());
-            self.set_effective(&l, own, parents, effective, &mut events);
         }
         events.sort_unstable();
         events
     }
 
-    /// Stores a label set with new effective labels, re-indexes the pairs that changed and
+    /// Gives a label set new effective labels, re-indexes the pairs that changed and
     /// recomputes its matches from the candidate selectors only.
     fn set_effective(
         &mut self,
-        id: &L,
-        own: FlatLabels,
-        parents: Vec<P>,
+        slot: Slot,
         effective: FlatLabels,
         events: &mut Vec<MatchEvent<S, L>>,
     ) {
-        let old = self
-            .label_sets
-            .remove(id)
-            .map(|e| e.effective)
-            .unwrap_or_default();
-        self.reindex(id, &old, &effective);
-
-        let mut new: SmallSet<S> = SmallSet::default();
-        let mut consider = |s: &S| {
-            if !new.contains(s) && self.selectors[s].selector.evaluate(&effective) {
-                new.insert(s.clone());
-            }
+        let Some(entry) = self.set_mut(slot) else {
+            return;
         };
-        // A selector filed under several parts (`AnyOf`) can be reached more than once.
-        for (k, v) in effective.iter() {
-            if let Some(sub) = self.sels_by_label.get(k) {
-                sub.wildcard.iter().for_each(&mut consider);
-                sub.by_value
-                    .get(v)
-                    .into_iter()
-                    .flatten()
-                    .for_each(&mut consider);
+        let old_effective = std::mem::take(&mut entry.effective);
+        let old_matches = std::mem::take(&mut entry.matches);
+        self.reindex(slot, &old_effective, &effective);
+
+        let mut new = SmallSet::default();
+        {
+            let sels = &self.selectors;
+            let mut consider = |s: Slot| {
+                if new.contains(s) {
+                    return;
+                }
+                if let Some(Some(e)) = sels.get(slot_index(s))
+                    && e.selector.evaluate(&effective)
+                {
+                    new.insert(s);
+                }
+            };
+            // A selector filed under several parts (`AnyOf`) can be reached more than once.
+            for (k, v) in effective.iter() {
+                if let Some(sub) = self.sels_by_label.get(k) {
+                    sub.wildcard.iter().copied().for_each(&mut consider);
+                    if let Some(ss) = sub.by_value.get(v) {
+                        ss.iter().copied().for_each(&mut consider);
+                    }
+                }
+            }
+            self.sels_full_scan.iter().copied().for_each(&mut consider);
+        }
+
+        let Some(label_id) = self.set(slot).map(|e| e.id.clone()) else {
+            return;
+        };
+        for s in old_matches.iter().filter(|s| !new.contains(*s)) {
+            if let Some(e) = self.sel_mut(s) {
+                e.matches.remove(&slot);
+                events.push(MatchEvent::Stopped {
+                    selector: e.id.clone(),
+                    labels: label_id.clone(),
+                });
             }
         }
-        self.sels_full_scan.iter().for_each(&mut consider);
-
-        let old = self.matches_by_set.remove(id).unwrap_or_default();
-        for s in old.iter().filter(|s| !new.contains(s)) {
-            set_remove(&mut self.matches_by_sel, s, id);
-            events.push(MatchEvent::Stopped {
-                selector: s.clone(),
-                labels: id.clone(),
-            });
+        for s in new.iter().filter(|s| !old_matches.contains(*s)) {
+            if let Some(e) = self.sel_mut(s) {
+                e.matches.insert(slot);
+                events.push(MatchEvent::Started {
+                    selector: e.id.clone(),
+                    labels: label_id.clone(),
+                });
+            }
         }
-        for s in new.iter().filter(|s| !old.contains(s)) {
-            set_insert(&mut self.matches_by_sel, s.clone(), id.clone());
-            events.push(MatchEvent::Started {
-                selector: s.clone(),
-                labels: id.clone(),
-            });
+        if let Some(entry) = self.set_mut(slot) {
+            entry.effective = effective;
+            entry.matches = new;
         }
-        if !new.is_empty() {
-            self.matches_by_set.insert(id.clone(), new);
-        }
-        self.label_sets.insert(
-            id.clone(),
-            LabelSetEntry {
-                own,
-                parents,
-                effective,
-            },
-        );
     }
 
     /// Updates the label-set-side index for the pairs that differ between `old` and `new`
     /// (both sorted by name).
-    fn reindex(&mut self, id: &L, old: &FlatLabels, new: &FlatLabels) {
+    fn reindex(&mut self, slot: Slot, old: &FlatLabels, new: &FlatLabels) {
         let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
         loop {
             match (a.peek().copied(), b.peek().copied()) {
                 (None, None) => break,
                 (Some((k, v)), None) => {
-                    self.unindex_pair(id, k, v);
+                    self.unindex_pair(slot, k, v);
                     a.next();
                 }
                 (None, Some((k, v))) => {
-                    self.index_pair(id, k, v);
+                    self.index_pair(slot, k, v);
                     b.next();
                 }
                 (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
                     Ordering::Less => {
-                        self.unindex_pair(id, ka, va);
+                        self.unindex_pair(slot, ka, va);
                         a.next();
                     }
                     Ordering::Greater => {
-                        self.index_pair(id, kb, vb);
+                        self.index_pair(slot, kb, vb);
                         b.next();
                     }
                     Ordering::Equal => {
                         if va != vb {
-                            self.unindex_pair(id, ka, va);
-                            self.index_pair(id, kb, vb);
+                            self.unindex_pair(slot, ka, va);
+                            self.index_pair(slot, kb, vb);
                         }
                         a.next();
                         b.next();
@@ -932,15 +985,15 @@ where
         }
     }
 
-    fn index_pair(&mut self, id: &L, k: &str, v: &str) {
+    fn index_pair(&mut self, slot: Slot, k: &str, v: &str) {
         let byv = match self.sets_by_label.get_mut(k) {
             Some(b) => b,
             None => self.sets_by_label.entry(k.into()).or_default(),
         };
         let added = match byv.by_value.get_mut(v) {
-            Some(set) => set.insert(id.clone()),
+            Some(set) => set.insert(slot),
             None => {
-                byv.by_value.insert(v.into(), IdSet::One(id.clone()));
+                byv.by_value.insert(v.into(), SmallSet::Few(vec![slot]));
                 true
             }
         };
@@ -949,16 +1002,15 @@ where
         }
     }
 
-    fn unindex_pair(&mut self, id: &L, k: &str, v: &str) {
+    fn unindex_pair(&mut self, slot: Slot, k: &str, v: &str) {
         let Some(byv) = self.sets_by_label.get_mut(k) else {
             return;
         };
         if let Some(set) = byv.by_value.get_mut(v) {
-            let (removed, empty) = set.remove(id);
-            if removed {
+            if set.remove(slot) {
                 byv.count -= 1;
             }
-            if empty {
+            if set.is_empty() {
                 byv.by_value.remove(v);
             }
         }
@@ -971,49 +1023,59 @@ where
 
     /// Whether selector `s` currently matches label set `l`.
     pub fn is_match(&self, s: &S, l: &L) -> bool {
-        self.matches_by_sel
-            .get(s)
-            .is_some_and(|set| set.contains(l))
+        match (self.sel_slots.get(s), self.set_slots.get(l)) {
+            (Some(&ss), Some(&ls)) => self.sel(ss).is_some_and(|e| e.matches.contains(&ls)),
+            _ => false,
+        }
     }
 
     /// Selectors matching a label set (unordered).
     pub fn selectors_matching(&self, l: &L) -> impl Iterator<Item = &S> + '_ {
-        self.matches_by_set
+        self.set_slots
             .get(l)
+            .and_then(|&ls| self.set(ls))
             .into_iter()
-            .flat_map(SmallSet::iter)
+            .flat_map(|e| e.matches.iter())
+            .filter_map(|s| self.sel(s).map(|e| &e.id))
     }
 
     /// Label sets matched by a selector (unordered).
     pub fn label_sets_matching(&self, s: &S) -> impl Iterator<Item = &L> + '_ {
-        self.matches_by_sel.get(s).into_iter().flatten()
+        self.sel_slots
+            .get(s)
+            .and_then(|&ss| self.sel(ss))
+            .into_iter()
+            .flat_map(|e| e.matches.iter())
+            .filter_map(|&l| self.set(l).map(|e| &e.id))
     }
 
     /// Number of label sets a selector matches.
     pub fn match_count(&self, s: &S) -> usize {
-        self.matches_by_sel.get(s).map_or(0, HashSet::len)
+        self.sel_slots
+            .get(s)
+            .and_then(|&ss| self.sel(ss))
+            .map_or(0, |e| e.matches.len())
     }
 
     /// The stored selector.
     pub fn selector(&self, s: &S) -> Option<&Selector> {
-        self.selectors.get(s).map(|e| &e.selector)
+        self.sel(*self.sel_slots.get(s)?).map(|e| &e.selector)
     }
 
     /// How a stored selector is currently filed.
     pub fn scan_strategy(&self, s: &S) -> Option<&ScanStrategy> {
-        self.selectors.get(s).map(|e| &e.strategy)
+        self.sel(*self.sel_slots.get(s)?).map(|e| &e.strategy)
     }
 
     /// A label set's own labels and parents, as last given.
     pub fn own_labels(&self, l: &L) -> Option<(&FlatLabels, &[P])> {
-        self.label_sets
-            .get(l)
+        self.set(*self.set_slots.get(l)?)
             .map(|e| (&e.own, e.parents.as_slice()))
     }
 
     /// A label set's effective labels (own over inherited).
     pub fn effective_labels(&self, l: &L) -> Option<&FlatLabels> {
-        self.label_sets.get(l).map(|e| &e.effective)
+        self.set(*self.set_slots.get(l)?).map(|e| &e.effective)
     }
 
     /// A parent's labels.
@@ -1023,20 +1085,20 @@ where
 
     /// Ids of all selectors.
     pub fn selector_ids(&self) -> impl Iterator<Item = &S> + '_ {
-        self.selectors.keys()
+        self.sel_slots.keys()
     }
 
     /// Ids of all label sets.
     pub fn label_set_ids(&self) -> impl Iterator<Item = &L> + '_ {
-        self.label_sets.keys()
+        self.set_slots.keys()
     }
 
     pub fn num_selectors(&self) -> usize {
-        self.selectors.len()
+        self.sel_slots.len()
     }
 
     pub fn num_label_sets(&self) -> usize {
-        self.label_sets.len()
+        self.set_slots.len()
     }
 
     /// Number of selectors evaluated against every label set (no usable restriction).
@@ -1047,9 +1109,14 @@ where
     /// All current matches, sorted (for tests and debugging).
     pub fn all_matches(&self) -> Vec<(S, L)> {
         let mut out: Vec<(S, L)> = self
-            .matches_by_sel
+            .selectors
             .iter()
-            .flat_map(|(s, ls)| ls.iter().map(move |l| (s.clone(), l.clone())))
+            .flatten()
+            .flat_map(|e| {
+                e.matches
+                    .iter()
+                    .filter_map(|&l| self.set(l).map(|le| (e.id.clone(), le.id.clone())))
+            })
             .collect();
         out.sort_unstable();
         out
@@ -1111,7 +1178,7 @@ mod tests {
     fn basic_events() {
         let mut idx: LabelIndex<&str, &str> = LabelIndex::new();
         assert_eq!(
-            idx.update_labels("e1", lm(&[("app", "web")]), vec![]),
+            idx.update_labels("e1", &lm(&[("app", "web")]), vec![]),
             vec![]
         );
         assert_eq!(
@@ -1124,11 +1191,11 @@ mod tests {
             vec![]
         );
         assert_eq!(
-            idx.update_labels("e2", lm(&[("app", "web")]), vec![]),
+            idx.update_labels("e2", &lm(&[("app", "web")]), vec![]),
             vec![started("s1", "e2")]
         );
         assert_eq!(
-            idx.update_labels("e1", lm(&[("app", "db")]), vec![]),
+            idx.update_labels("e1", &lm(&[("app", "db")]), vec![]),
             vec![stopped("s1", "e1")]
         );
         assert_eq!(
@@ -1153,7 +1220,7 @@ mod tests {
         assert_eq!(
             idx.update_labels(
                 "e1",
-                lm(&[("app", "dns"), ("role", "db")]),
+                &lm(&[("app", "dns"), ("role", "db")]),
                 vec!["p1", "p2"]
             ),
             vec![started("role", "e1")]
@@ -1176,7 +1243,7 @@ mod tests {
             Some("other")
         );
         assert_eq!(
-            idx.update_labels("e1", lm(&[("app", "dns")]), vec!["p2"]),
+            idx.update_labels("e1", &lm(&[("app", "dns")]), vec!["p2"]),
             vec![stopped("role", "e1")]
         );
     }

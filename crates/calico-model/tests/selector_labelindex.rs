@@ -82,7 +82,7 @@ impl Harness {
                 self.model
                     .sets
                     .insert(id, (labels.clone(), parents.clone()));
-                self.idx.update_labels(id, labels, parents)
+                self.idx.update_labels(id, &labels, parents)
             }
             Op::RemoveLabels(id) => {
                 self.model.sets.remove(&id);
@@ -192,7 +192,7 @@ fn scan_strategies_limit_work() {
     for i in 0..100 {
         idx.update_labels(
             i,
-            lm(&[("app", if i % 2 == 0 { "a" } else { "b" })]),
+            &lm(&[("app", if i % 2 == 0 { "a" } else { "b" })]),
             vec![],
         );
     }
@@ -239,8 +239,8 @@ fn or_selectors_are_not_full_scans() {
     assert_eq!(idx.scan_strategy(&3), Some(&ScanStrategy::FullScan));
     assert_eq!(idx.scan_strategy(&4), Some(&ScanStrategy::NoMatch));
     assert_eq!(idx.num_full_scan_selectors(), 1);
-    idx.update_labels(1, lm(&[("b", "y")]), vec![]);
-    idx.update_labels(2, lm(&[("a", "x"), ("c", "q")]), vec![]);
+    idx.update_labels(1, &lm(&[("b", "y")]), vec![]);
+    idx.update_labels(2, &lm(&[("a", "x"), ("c", "q")]), vec![]);
     let mut m = idx.all_matches();
     m.sort();
     assert_eq!(m, vec![(1, 1), (1, 2), (2, 1), (3, 2)]);
