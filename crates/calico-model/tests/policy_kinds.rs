@@ -1153,3 +1153,29 @@ fn resource_names_follow_upstream_name_rule() {
         "node: n1\ninterfaceName: eth0\nprofiles: [knp.default.funner.11234-a]",
     ));
 }
+
+#[test]
+fn set_lists_reject_duplicates() {
+    bad(
+        &gnp_rule("action: Allow\nsource:\n  nets: [10.0.0.0/8, 10.0.0.0/8]"),
+        "spec.ingress[0].source.nets[1]",
+        "duplicate",
+    );
+    bad(
+        &gnp_rule("action: Allow\nsource:\n  serviceAccounts:\n    names: [a, a]"),
+        "spec.ingress[0].source.serviceAccounts.names[1]",
+        "duplicate",
+    );
+    bad(
+        &hep("node: n1\ninterfaceName: eth0\nprofiles: [a, a]"),
+        "spec.profiles[1]",
+        "duplicate",
+    );
+    bad(
+        &hep("node: n1\nexpectedIPs: [10.0.0.1, 10.0.0.1]"),
+        "spec.expectedIPs[1]",
+        "duplicate",
+    );
+    // WorkloadEndpoint profiles are an ordered list, not a set.
+    ok(&wep("interfaceName: cali0\nprofiles: [a, a]"));
+}

@@ -176,9 +176,13 @@ fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
-fn validate_name_list(path: &str, names: &[String], errs: &mut Errors) {
+/// Validates a list of names; `set` lists (`+listType=set` in the CRD) reject duplicates.
+fn validate_name_list(path: &str, names: &[String], set: bool, errs: &mut Errors) {
     for (i, n) in names.iter().enumerate() {
         validate_resource_name(&format!("{path}[{i}]"), n, errs);
+        if set && names[..i].contains(n) {
+            errs.push(format!("{path}[{i}]"), format!("duplicate entry {n:?}"));
+        }
     }
 }
 
@@ -278,7 +282,7 @@ impl Spec for HostEndpointSpec {
                 );
             }
         }
-        validate_name_list("spec.profiles", &spec.profiles, errs);
+        validate_name_list("spec.profiles", &spec.profiles, true, errs);
         for (i, p) in spec.ports.iter().enumerate() {
             let path = format!("spec.ports[{i}]");
             if !is_valid_port_name(&p.name) {
@@ -413,7 +417,7 @@ impl Spec for WorkloadEndpointSpec {
             );
         }
 
-        validate_name_list("spec.profiles", &spec.profiles, errs);
+        validate_name_list("spec.profiles", &spec.profiles, false, errs);
 
         if spec.interface_name.is_empty() {
             errs.push("spec.interfaceName", "interfaceName must be specified");

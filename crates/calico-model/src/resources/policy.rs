@@ -540,6 +540,9 @@ impl Rule {
                 }
                 let (mut v4, mut v6) = (false, false);
                 for (i, n) in nets.iter().enumerate() {
+                    if nets[..i].contains(n) {
+                        errs.push(format!("{fpath}[{i}]"), format!("duplicate entry {n:?}"));
+                    }
                     let Some(net) = parse_cidr_with_prefix(n) else {
                         errs.push(format!("{fpath}[{i}]"), format!("invalid CIDR {n:?}"));
                         continue;
