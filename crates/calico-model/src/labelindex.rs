@@ -411,6 +411,26 @@ impl<S, L, P> Default for LabelIndex<S, L, P> {
     }
 }
 
+/// Events of one selector, sorted: stopped before started, each by label-set id.
+fn events_for_selector<S: Clone, L: Ord>(
+    selector: &S,
+    mut stopped: Vec<L>,
+    mut started: Vec<L>,
+) -> Vec<MatchEvent<S, L>> {
+    stopped.sort_unstable();
+    started.sort_unstable();
+    let mut events = Vec::with_capacity(stopped.len() + started.len());
+    events.extend(stopped.into_iter().map(|labels| MatchEvent::Stopped {
+        selector: selector.clone(),
+        labels,
+    }));
+    events.extend(started.into_iter().map(|labels| MatchEvent::Started {
+        selector: selector.clone(),
+        labels,
+    }));
+    events
+}
+
 /// Takes a free slot or appends one.
 fn alloc_slot<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<Slot>) -> Slot {
     if let Some(s) = free.pop() {
@@ -522,32 +542,28 @@ where
             }
         }
 
-        let mut events = Vec::new();
+        // One selector: sorting each list by label-set id sorts the events.
+        let mut stopped = Vec::new();
         for &l in old_matches.iter().filter(|l| !new.contains(l)) {
             if let Some(e) = self.set_mut(l) {
                 e.matches.remove(slot);
-                events.push(MatchEvent::Stopped {
-                    selector: id.clone(),
-                    labels: e.id.clone(),
-                });
+                stopped.push(e.id.clone());
             }
         }
+        let mut started = Vec::new();
         for &l in new.iter().filter(|l| !old_matches.contains(l)) {
             if let Some(e) = self.set_mut(l) {
                 e.matches.insert(slot);
-                events.push(MatchEvent::Started {
-                    selector: id.clone(),
-                    labels: e.id.clone(),
-                });
+                started.push(e.id.clone());
             }
         }
+        let events = events_for_selector(&id, stopped, started);
         self.selectors[slot_index(slot)] = Some(SelectorEntry {
             id,
             selector,
             strategy,
             matches: new,
         });
-        events.sort_unstable();
         events
     }
 
@@ -559,18 +575,16 @@ where
         self.unfile_selector(slot);
         let mut events = Vec::new();
         if let Some(entry) = self.selectors[slot_index(slot)].take() {
+            let mut stopped = Vec::new();
             for &l in &entry.matches {
                 if let Some(e) = self.set_mut(l) {
                     e.matches.remove(slot);
-                    events.push(MatchEvent::Stopped {
-                        selector: entry.id.clone(),
-                        labels: e.id.clone(),
-                    });
+                    stopped.push(e.id.clone());
                 }
             }
+            events = events_for_selector(&entry.id, stopped, Vec::new());
         }
         self.free_sel_slots.push(slot);
-        events.sort_unstable();
         events
     }
 
@@ -793,13 +807,13 @@ where
             e.own = own;
             e.parents = parents;
         }
+        // Events of a single label set come out of `set_effective` sorted.
         let mut events = Vec::new();
         self.set_effective(slot, effective, &mut events);
         if self.set_slots.len() >= self.refile_at {
             self.refile_at = self.set_slots.len().saturating_mul(2);
             self.refile_all();
         }
-        events.sort_unstable();
         events
     }
 
@@ -924,24 +938,31 @@ where
         let Some(label_id) = self.set(slot).map(|e| e.id.clone()) else {
             return;
         };
+        // One label set: sorting each list by selector id sorts the events.
+        let mut stopped = Vec::new();
         for s in old_matches.iter().filter(|s| !new.contains(*s)) {
             if let Some(e) = self.sel_mut(s) {
                 e.matches.remove(&slot);
-                events.push(MatchEvent::Stopped {
-                    selector: e.id.clone(),
-                    labels: label_id.clone(),
-                });
+                stopped.push(e.id.clone());
             }
         }
+        let mut started = Vec::new();
         for s in new.iter().filter(|s| !old_matches.contains(*s)) {
             if let Some(e) = self.sel_mut(s) {
                 e.matches.insert(slot);
-                events.push(MatchEvent::Started {
-                    selector: e.id.clone(),
-                    labels: label_id.clone(),
-                });
+                started.push(e.id.clone());
             }
         }
+        stopped.sort_unstable();
+        started.sort_unstable();
+        events.extend(stopped.into_iter().map(|selector| MatchEvent::Stopped {
+            selector,
+            labels: label_id.clone(),
+        }));
+        events.extend(started.into_iter().map(|selector| MatchEvent::Started {
+            selector,
+            labels: label_id.clone(),
+        }));
         if let Some(entry) = self.set_mut(slot) {
             entry.effective = effective;
             entry.matches = new;
