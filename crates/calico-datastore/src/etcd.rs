@@ -179,11 +179,27 @@ impl EtcdStore {
             .map_err(|e| self.err(e))
     }
 
-    /// The compares and the operation for one op, plus whether it has conditions.
+    /// The compares and the operation for one op.
+    ///
+    /// etcd treats a missing key as `mod_revision == 0`, so "exists" needs a compare of its own
+    /// only where no positive `mod_revision` is expected. Keeping one compare per op matters:
+    /// etcd limits compares, like ops, to `--max-txn-ops` (default 128) per txn.
     fn txn_parts(op: &TxnOp) -> (Vec<Compare>, etcd_client::TxnOp) {
         let put = |key: &str, value: &[u8], lease: Option<LeaseId>| {
             let opts = lease.map(|l| PutOptions::new().with_lease(l));
             etcd_client::TxnOp::put(key, value, opts)
+        };
+        let exists = |key: &str| Compare::create_revision(key, CompareOp::Greater, 0);
+        let at = |key: &str, rev: Revision| {
+            if rev > 0 {
+                vec![Compare::mod_revision(key, CompareOp::Equal, rev)]
+            } else {
+                // Never true for an existing key: the failure names the real revision.
+                vec![
+                    exists(key),
+                    Compare::mod_revision(key, CompareOp::Equal, rev),
+                ]
+            }
         };
         match op {
             TxnOp::Create { key, value, lease } => (
@@ -195,32 +211,20 @@ impl EtcdStore {
                 value,
                 expected_revision,
                 lease,
-            } => (
-                vec![
-                    Compare::create_revision(key.as_str(), CompareOp::Greater, 0),
-                    Compare::mod_revision(key.as_str(), CompareOp::Equal, *expected_revision),
-                ],
-                put(key, value, *lease),
-            ),
+            } => (at(key, *expected_revision), put(key, value, *lease)),
             TxnOp::Put { key, value, lease } => (Vec::new(), put(key, value, *lease)),
             TxnOp::Delete {
                 key,
                 expected_revision,
             } => {
-                let mut compares = vec![Compare::create_revision(
-                    key.as_str(),
-                    CompareOp::Greater,
-                    0,
-                )];
-                if let Some(rev) = expected_revision {
-                    compares.push(Compare::mod_revision(key.as_str(), CompareOp::Equal, *rev));
-                }
+                let compares = match expected_revision {
+                    Some(rev) => at(key, *rev),
+                    None => vec![exists(key)],
+                };
+                let delete = DeleteOptions::new().with_prev_key();
                 (
                     compares,
-                    etcd_client::TxnOp::delete(
-                        key.as_str(),
-                        Some(DeleteOptions::new().with_prev_key()),
-                    ),
+                    etcd_client::TxnOp::delete(key.as_str(), Some(delete)),
                 )
             }
         }

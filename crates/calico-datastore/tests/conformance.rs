@@ -446,6 +446,11 @@ fn now_nanos() -> u128 {
 }
 
 async fn run_child(b: &Backend, mode: &str) -> tokio::process::Child {
+    run_child_on(&b.child_spec(), mode)
+}
+
+/// Re-executes this test binary in child mode `mode` on the store `spec`.
+fn run_child_on(spec: &str, mode: &str) -> tokio::process::Child {
     let exe = std::env::current_exe().expect("current exe");
     tokio::process::Command::new(exe)
         .args([
@@ -455,7 +460,7 @@ async fn run_child(b: &Backend, mode: &str) -> tokio::process::Child {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, mode)
-        .env(STORE_ENV, b.child_spec())
+        .env(STORE_ENV, spec)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1252,6 +1257,100 @@ async fn killed_writer_leaves_consistent_store(b: &Backend) {
     );
 }
 
+async fn watch_catches_up_across_many_revisions(b: &Backend) {
+    // More revisions than one catch-up batch and than the stream's buffer, two events per
+    // revision: nothing lost, duplicated or split, in order.
+    let s = &*b.store;
+    let p = prefix(b, "many");
+    let start = s.current_revision().await.unwrap();
+    let n = 700;
+    for i in 0..n {
+        s.txn(vec![
+            TxnOp::Put {
+                key: format!("{p}a"),
+                value: format!("{i}").into_bytes(),
+                lease: None,
+            },
+            TxnOp::Put {
+                key: format!("{p}b"),
+                value: format!("{i}").into_bytes(),
+                lease: None,
+            },
+        ])
+        .await
+        .unwrap();
+    }
+    let mut w = s.watch(&p, start).await.unwrap();
+    let evs = next_events(&mut w, 2 * n).await;
+    for (i, pair) in evs.chunks(2).enumerate() {
+        let want = format!("{i}").into_bytes();
+        assert_eq!(
+            pair[0].revision(),
+            pair[1].revision(),
+            "a txn's events share a revision"
+        );
+        assert_eq!(sig(&pair[0]).1, format!("{p}a"));
+        assert_eq!(
+            sig(&pair[1]).1,
+            format!("{p}b"),
+            "op order within a revision"
+        );
+        assert_eq!(
+            (value_of(&pair[0]), value_of(&pair[1])),
+            (Some(&want[..]), Some(&want[..]))
+        );
+    }
+    assert!(evs.windows(2).all(|w| w[0].revision() <= w[1].revision()));
+    assert_quiet(&mut w, Duration::from_millis(200)).await;
+}
+
+async fn watch_with_empty_prefix_sees_every_key(b: &Backend) {
+    let s = &*b.store;
+    let start = s.current_revision().await.unwrap();
+    let mut w = s.watch("", start).await.unwrap();
+    let r1 = s
+        .put(&format!("{}x", prefix(b, "all-a")), b"1".to_vec(), None)
+        .await
+        .unwrap();
+    let r2 = s.put("/elsewhere/y", b"2".to_vec(), None).await.unwrap();
+    let evs = next_events(&mut w, 2).await;
+    assert_eq!(
+        evs.iter().map(|e| e.revision()).collect::<Vec<_>>(),
+        vec![r1, r2]
+    );
+}
+
+async fn txn_with_many_ops(b: &Backend) {
+    // 100 ops in one txn (etcd's default limit is 128 per txn).
+    let s = &*b.store;
+    let p = prefix(b, "bigtxn");
+    let ops = (0..100)
+        .map(|i| TxnOp::Create {
+            key: format!("{p}k{i:03}"),
+            value: vec![b'v'; 100],
+            lease: None,
+        })
+        .collect();
+    let rev = s.txn(ops).await.unwrap();
+    let listing = s.list(&p).await.unwrap();
+    assert_eq!(listing.kvs.len(), 100);
+    assert!(
+        listing
+            .kvs
+            .iter()
+            .all(|kv| kv.mod_revision == rev && kv.create_revision == rev)
+    );
+    let ops = (0..100)
+        .map(|i| TxnOp::Delete {
+            key: format!("{p}k{i:03}"),
+            expected_revision: Some(rev),
+        })
+        .collect();
+    let rev2 = s.txn(ops).await.unwrap();
+    assert!(rev2 > rev);
+    assert!(s.list(&p).await.unwrap().kvs.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backend-specific cases
 
@@ -1315,6 +1414,55 @@ async fn sqlite_lease_reaped_by_another_process_handle() {
     let ev = next_event(&mut w, Duration::from_secs(5)).await;
     assert_eq!(sig(&ev).0, "delete");
     assert_eq!(b.store.get("/reap/a").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_fresh_file_opened_by_8_processes_at_once() {
+    // Creating the file, switching it to WAL and creating the schema race between openers.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("fresh/calico.db");
+    let mut children = Vec::new();
+    for i in 0..8 {
+        children.push(run_child_on(
+            &format!("sqlite:{}", path.display()),
+            &format!("open-create:/fresh/k{i}"),
+        ));
+    }
+    for (i, c) in children.into_iter().enumerate() {
+        wait_child_ok(c, &format!("opener {i}")).await;
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let listing = store.list("/fresh/").await.unwrap();
+    assert_eq!(listing.kvs.len(), 8);
+    assert_eq!(listing.revision, 8, "one revision per create");
+    let report = store.check_consistency().await.unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_outlives_the_request_timeout() {
+    // The per-request timeout must not cut long-lived watch streams.
+    let Some(b) = Backend::etcd().await else {
+        return;
+    };
+    let Kind::Etcd { etcd, .. } = &b.kind else {
+        unreachable!()
+    };
+    let store = EtcdStore::connect(EtcdOptions {
+        request_timeout: Duration::from_millis(500),
+        ..etcd.options()
+    })
+    .await
+    .unwrap();
+    let start = store.current_revision().await.unwrap();
+    let mut w = store.watch("/long/", start).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = b.store.put("/long/k", b"1".to_vec(), None).await.unwrap();
+    assert_eq!(
+        next_event(&mut w, Duration::from_secs(5)).await.revision(),
+        r
+    );
+    assert_quiet(&mut w, Duration::from_millis(200)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1571,6 +1719,9 @@ conformance!(
     compaction_reports_compacted,
     concurrent_cas_increments_8_processes,
     killed_writer_leaves_consistent_store,
+    watch_catches_up_across_many_revisions,
+    watch_with_empty_prefix_sees_every_key,
+    txn_with_many_ops,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1630,6 +1781,13 @@ async fn child_main(mode: &str, spec: &str) {
                 }
             }
             eprintln!("incrementer: {n} increments, {conflicts} conflicts");
+        }
+        // Open (maybe creating) the store and create one key.
+        ["open-create", key] => {
+            store
+                .create(key, b"x".to_vec(), None)
+                .await
+                .expect("create");
         }
         // Endless transactions: bump the counter and create one log key, atomically.
         ["txn-writer", prefix] => {
