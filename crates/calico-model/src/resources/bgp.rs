@@ -13,8 +13,9 @@ use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{
-    is_dns1123_subdomain, network_of, parse_cidr_or_ip, parse_ip, validate_cidr, validate_duration,
-    validate_ip, validate_meta_labels_annotations, validate_resource_name, validate_selector,
+    is_dns1123_subdomain, is_resource_name, network_of, parse_cidr_or_ip, parse_ip, validate_cidr,
+    validate_duration, validate_ip, validate_meta_labels_annotations, validate_resource_name,
+    validate_selector,
 };
 
 /// A BGP AS number. Accepts a JSON number, a decimal string or the `asdot` form `<high>.<low>`;
@@ -899,7 +900,7 @@ impl Spec for BGPPeerSpec {
     fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
         validate_meta_labels_annotations(meta, errs);
         let asn_set = spec.as_number.is_some_and(|a| a.0 != 0);
-        if !spec.node.is_empty() && !is_dns1123_subdomain(&spec.node) {
+        if !spec.node.is_empty() && !is_resource_name(&spec.node) {
             errs.push(
                 "spec.node",
                 format!("{:?} is not a valid node name", spec.node),
@@ -1016,7 +1017,7 @@ impl Spec for BGPPeerSpec {
             errs.push("spec.ttlSecurity", "must be between 0 and 255 hops");
         }
         for (i, f) in spec.filters.iter().enumerate() {
-            if !is_dns1123_subdomain(f) {
+            if !is_resource_name(f) {
                 errs.push(
                     format!("spec.filters[{i}]"),
                     format!("{f:?} is not a valid BGPFilter name"),

@@ -405,6 +405,8 @@ felix_fields! {
     bpf_dsr_optout_cidrs: Vec<String> = "bpfDSROptoutCIDRs" => Cidrs { v4_only: false };
     bpf_ext_to_service_connmark: i64 = "bpfExtToServiceConnmark" => Range(0, 4_294_967_295);
     bpf_kube_proxy_iptables_cleanup_enabled: bool = "bpfKubeProxyIptablesCleanupEnabled" => Any;
+    /// Deprecated (older releases); accepted so existing manifests keep loading.
+    bpf_kube_proxy_endpoint_slices_enabled: bool = "bpfKubeProxyEndpointSlicesEnabled" => Any;
     bpf_kube_proxy_min_sync_period: String = "bpfKubeProxyMinSyncPeriod" => Dur;
     bpf_kube_proxy_healthz_port: i64 = "bpfKubeProxyHealthzPort" => Range(0, 65535);
     bpf_map_size_nat_frontend: i64 = "bpfMapSizeNATFrontend" => Range(0, i64::from(i32::MAX));
