@@ -38,7 +38,7 @@
 //! ```
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use crate::selector::{LabelRestriction, LabelRestrictions, Labels, Node, Selector};
@@ -364,6 +364,53 @@ struct LabelSetsByValue {
     by_value: HashMap<Box<str>, SmallSet>,
 }
 
+impl LabelSetsByValue {
+    fn insert(&mut self, slot: Slot, v: &str) {
+        let added = match self.by_value.get_mut(v) {
+            Some(set) => set.insert(slot),
+            None => {
+                self.by_value.insert(v.into(), SmallSet::Few(vec![slot]));
+                true
+            }
+        };
+        if added {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, slot: Slot, v: &str) {
+        if let Some(set) = self.by_value.get_mut(v) {
+            if set.remove(slot) {
+                self.count -= 1;
+            }
+            if set.is_empty() {
+                self.by_value.remove(v);
+            }
+        }
+    }
+}
+
+/// The distinct label names a selector mentions.
+fn label_names(root: &Node) -> BTreeSet<&str> {
+    let mut names = BTreeSet::new();
+    root.walk(&mut |n| {
+        if let Some(k) = n.label() {
+            names.insert(k);
+        }
+    });
+    names
+}
+
+/// Everything indexed under one label name. Only names that some selector mentions are
+/// indexed (`refs` counts those selectors), so labels no selector looks at (pod template
+/// hashes, ...) cost a single lookup per label-set update.
+#[derive(Default)]
+struct LabelEntry {
+    refs: usize,
+    sels: SelectorsByValue,
+    sets: LabelSetsByValue,
+}
+
 /// Label-set count at which selectors are first re-filed by live counts.
 const FIRST_REFILE_AT: usize = 64;
 
@@ -381,12 +428,10 @@ pub struct LabelIndex<S, L, P = String> {
     /// Parent → label sets that list it.
     children: HashMap<P, SlotSet>,
 
-    /// Selector-side index (label name → selectors filed under it).
-    sels_by_label: HashMap<String, SelectorsByValue>,
+    /// Per label name mentioned by a selector: the selectors filed under it and the label sets
+    /// holding it (by value).
+    labels: HashMap<Box<str>, LabelEntry>,
     sels_full_scan: SlotSet,
-
-    /// Label-set-side index over effective labels.
-    sets_by_label: HashMap<Box<str>, LabelSetsByValue>,
 
     /// Re-file selectors when the number of label sets reaches this.
     refile_at: usize,
@@ -403,9 +448,8 @@ impl<S, L, P> Default for LabelIndex<S, L, P> {
             free_set_slots: Vec::new(),
             parents: HashMap::new(),
             children: HashMap::new(),
-            sels_by_label: HashMap::new(),
+            labels: HashMap::new(),
             sels_full_scan: SlotSet::default(),
-            sets_by_label: HashMap::new(),
             refile_at: FIRST_REFILE_AT,
         }
     }
@@ -478,20 +522,29 @@ where
 
     /// Adds or replaces a selector; returns the match changes, sorted.
     pub fn update_selector(&mut self, id: S, selector: Selector) -> Vec<MatchEvent<S, L>> {
-        let (slot, old_matches) = match self.sel_slots.get(&id).copied() {
+        let (slot, old) = match self.sel_slots.get(&id).copied() {
             Some(slot) => {
                 if self.sel(slot).is_some_and(|e| e.selector == selector) {
                     return Vec::new();
                 }
                 self.unfile_selector(slot);
-                let old = self.selectors[slot_index(slot)].take();
-                (slot, old.map(|e| e.matches).unwrap_or_default())
+                (slot, self.selectors[slot_index(slot)].take())
             }
             None => {
                 let slot = alloc_slot(&mut self.selectors, &mut self.free_sel_slots);
                 self.sel_slots.insert(id.clone(), slot);
-                (slot, SlotSet::default())
+                (slot, None)
             }
+        };
+        // Reference the new selector's label names before releasing the old one's, so shared
+        // names keep their index.
+        self.retain_labels(selector.root());
+        let old_matches = match old {
+            Some(e) => {
+                self.release_labels(e.selector.root());
+                e.matches
+            }
+            None => SlotSet::default(),
         };
         let strategy = self.plan(selector.root());
         self.file_selector(slot, &strategy);
@@ -522,7 +575,7 @@ where
             for part in strategy.parts() {
                 match part {
                     ScanStrategy::Values { label, values } => {
-                        if let Some(byv) = self.sets_by_label.get(label.as_str()) {
+                        if let Some(byv) = self.labels.get(label.as_str()).map(|e| &e.sets) {
                             for v in values {
                                 if let Some(ls) = byv.by_value.get(v.as_str()) {
                                     ls.iter().for_each(&mut consider);
@@ -531,7 +584,7 @@ where
                         }
                     }
                     ScanStrategy::LabelName { label } => {
-                        if let Some(byv) = self.sets_by_label.get(label.as_str()) {
+                        if let Some(byv) = self.labels.get(label.as_str()).map(|e| &e.sets) {
                             for ls in byv.by_value.values() {
                                 ls.iter().for_each(&mut consider);
                             }
@@ -575,6 +628,7 @@ where
         self.unfile_selector(slot);
         let mut events = Vec::new();
         if let Some(entry) = self.selectors[slot_index(slot)].take() {
+            self.release_labels(entry.selector.root());
             let mut stopped = Vec::new();
             for &l in &entry.matches {
                 if let Some(e) = self.set_mut(l) {
@@ -590,7 +644,7 @@ where
 
     /// Label sets holding `label` (with one of the restricted values, if any).
     fn restriction_cost(&self, label: &str, r: &LabelRestriction) -> usize {
-        let Some(byv) = self.sets_by_label.get(label) else {
+        let Some(byv) = self.labels.get(label).map(|e| &e.sets) else {
             return 0;
         };
         match &r.must_have_one_of_values {
@@ -607,18 +661,19 @@ where
         match st {
             ScanStrategy::NoMatch => 0,
             ScanStrategy::FullScan => usize::MAX,
-            ScanStrategy::Values { label, values } => {
-                self.sets_by_label.get(label.as_str()).map_or(0, |byv| {
+            ScanStrategy::Values { label, values } => self
+                .labels
+                .get(label.as_str())
+                .map(|e| &e.sets)
+                .map_or(0, |byv| {
                     values
                         .iter()
                         .map(|v| byv.by_value.get(v.as_str()).map_or(0, SmallSet::len))
                         .sum()
-                })
+                }),
+            ScanStrategy::LabelName { label } => {
+                self.labels.get(label.as_str()).map_or(0, |e| e.sets.count)
             }
-            ScanStrategy::LabelName { label } => self
-                .sets_by_label
-                .get(label.as_str())
-                .map_or(0, |byv| byv.count),
             ScanStrategy::AnyOf(parts) => parts
                 .iter()
                 .fold(0usize, |acc, p| acc.saturating_add(self.strategy_cost(p))),
@@ -710,7 +765,10 @@ where
                 ScanStrategy::Values { label, values } => (label, Some(values)),
                 _ => continue,
             };
-            let sub = self.sels_by_label.entry(label.clone()).or_default();
+            // The selector references its own labels, so the entry exists.
+            let Some(sub) = self.labels.get_mut(label.as_str()).map(|e| &mut e.sels) else {
+                continue;
+            };
             match values {
                 None => {
                     sub.wildcard.insert(slot);
@@ -737,7 +795,7 @@ where
                 ScanStrategy::Values { label, values } => (label, Some(values)),
                 _ => continue,
             };
-            let Some(sub) = self.sels_by_label.get_mut(label) else {
+            let Some(sub) = self.labels.get_mut(label.as_str()).map(|e| &mut e.sels) else {
                 continue;
             };
             match values {
@@ -754,9 +812,6 @@ where
                         }
                     }
                 }
-            }
-            if sub.wildcard.is_empty() && sub.by_value.is_empty() {
-                self.sels_by_label.remove(label);
             }
         }
     }
@@ -838,7 +893,9 @@ where
             self.unlink_child(p, slot);
         }
         for (k, v) in entry.effective.iter() {
-            self.unindex_pair(slot, k, v);
+            if let Some(le) = self.labels.get_mut(k) {
+                le.sets.remove(slot, v);
+            }
         }
         let mut events = Vec::new();
         for s in entry.matches.iter() {
@@ -908,31 +965,71 @@ where
         };
         let old_effective = std::mem::take(&mut entry.effective);
         let old_matches = std::mem::take(&mut entry.matches);
-        self.reindex(slot, &old_effective, &effective);
 
-        let mut new = SmallSet::default();
-        {
-            let sels = &self.selectors;
-            let mut consider = |s: Slot| {
-                if new.contains(s) {
-                    return;
+        // One walk over old and new labels (both sorted by name) re-indexes the changed pairs
+        // and collects the candidate selectors filed under the new pairs, with one lookup per
+        // label name.
+        let mut candidates: Vec<Slot> = Vec::new();
+        let (mut a, mut b) = (old_effective.iter().peekable(), effective.iter().peekable());
+        'walk: loop {
+            let (name, old_v, new_v) = match (a.peek().copied(), b.peek().copied()) {
+                (None, None) => break 'walk,
+                (Some((k, v)), None) => {
+                    a.next();
+                    (k, Some(v), None)
                 }
-                if let Some(Some(e)) = sels.get(slot_index(s))
-                    && e.selector.evaluate(&effective)
-                {
-                    new.insert(s);
+                (None, Some((k, v))) => {
+                    b.next();
+                    (k, None, Some(v))
                 }
-            };
-            // A selector filed under several parts (`AnyOf`) can be reached more than once.
-            for (k, v) in effective.iter() {
-                if let Some(sub) = self.sels_by_label.get(k) {
-                    sub.wildcard.iter().copied().for_each(&mut consider);
-                    if let Some(ss) = sub.by_value.get(v) {
-                        ss.iter().copied().for_each(&mut consider);
+                (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                    Ordering::Less => {
+                        a.next();
+                        (ka, Some(va), None)
                     }
+                    Ordering::Greater => {
+                        b.next();
+                        (kb, None, Some(vb))
+                    }
+                    Ordering::Equal => {
+                        a.next();
+                        b.next();
+                        (ka, Some(va), Some(vb))
+                    }
+                },
+            };
+            let Some(le) = self.labels.get_mut(name) else {
+                continue;
+            };
+            if old_v != new_v {
+                if let Some(v) = old_v {
+                    le.sets.remove(slot, v);
+                }
+                if let Some(v) = new_v {
+                    le.sets.insert(slot, v);
                 }
             }
-            self.sels_full_scan.iter().copied().for_each(&mut consider);
+            if let Some(v) = new_v {
+                candidates.extend(le.sels.wildcard.iter().copied());
+                if let Some(ss) = le.sels.by_value.get(v) {
+                    candidates.extend(ss.iter().copied());
+                }
+            }
+        }
+        drop((a, b));
+        candidates.extend(self.sels_full_scan.iter().copied());
+
+        // A selector filed under several parts (`AnyOf`) can be reached more than once.
+        let mut new = SmallSet::default();
+        for s in candidates {
+            if new.contains(s) {
+                continue;
+            }
+            if let Some(Some(e)) = self.selectors.get(slot_index(s))
+                && e.selector.evaluate(&effective)
+            {
+                new.insert(s);
+            }
         }
 
         let Some(label_id) = self.set(slot).map(|e| e.id.clone()) else {
@@ -969,74 +1066,39 @@ where
         }
     }
 
-    /// Updates the label-set-side index for the pairs that differ between `old` and `new`
-    /// (both sorted by name).
-    fn reindex(&mut self, slot: Slot, old: &FlatLabels, new: &FlatLabels) {
-        let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
-        loop {
-            match (a.peek().copied(), b.peek().copied()) {
-                (None, None) => break,
-                (Some((k, v)), None) => {
-                    self.unindex_pair(slot, k, v);
-                    a.next();
-                }
-                (None, Some((k, v))) => {
-                    self.index_pair(slot, k, v);
-                    b.next();
-                }
-                (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
-                    Ordering::Less => {
-                        self.unindex_pair(slot, ka, va);
-                        a.next();
-                    }
-                    Ordering::Greater => {
-                        self.index_pair(slot, kb, vb);
-                        b.next();
-                    }
-                    Ordering::Equal => {
-                        if va != vb {
-                            self.unindex_pair(slot, ka, va);
-                            self.index_pair(slot, kb, vb);
-                        }
-                        a.next();
-                        b.next();
-                    }
-                },
+    /// Takes a reference on every label name `root` mentions; a name indexed for the first
+    /// time gets its label-set index built from the current label sets.
+    fn retain_labels(&mut self, root: &Node) {
+        for name in label_names(root) {
+            if let Some(le) = self.labels.get_mut(name) {
+                le.refs += 1;
+                continue;
             }
+            let mut le = LabelEntry {
+                refs: 1,
+                ..LabelEntry::default()
+            };
+            for (i, e) in self.label_sets.iter().enumerate() {
+                if let Some(e) = e
+                    && let Some(v) = e.effective.get(name)
+                {
+                    le.sets.insert(Slot::try_from(i).unwrap_or(Slot::MAX), v);
+                }
+            }
+            self.labels.insert(name.into(), le);
         }
     }
 
-    fn index_pair(&mut self, slot: Slot, k: &str, v: &str) {
-        let byv = match self.sets_by_label.get_mut(k) {
-            Some(b) => b,
-            None => self.sets_by_label.entry(k.into()).or_default(),
-        };
-        let added = match byv.by_value.get_mut(v) {
-            Some(set) => set.insert(slot),
-            None => {
-                byv.by_value.insert(v.into(), SmallSet::Few(vec![slot]));
-                true
+    /// Drops the references `retain_labels` took for `root`; unreferenced names lose their
+    /// index.
+    fn release_labels(&mut self, root: &Node) {
+        for name in label_names(root) {
+            if let Some(le) = self.labels.get_mut(name) {
+                le.refs = le.refs.saturating_sub(1);
+                if le.refs == 0 {
+                    self.labels.remove(name);
+                }
             }
-        };
-        if added {
-            byv.count += 1;
-        }
-    }
-
-    fn unindex_pair(&mut self, slot: Slot, k: &str, v: &str) {
-        let Some(byv) = self.sets_by_label.get_mut(k) else {
-            return;
-        };
-        if let Some(set) = byv.by_value.get_mut(v) {
-            if set.remove(slot) {
-                byv.count -= 1;
-            }
-            if set.is_empty() {
-                byv.by_value.remove(v);
-            }
-        }
-        if byv.count == 0 {
-            self.sets_by_label.remove(k);
         }
     }
 

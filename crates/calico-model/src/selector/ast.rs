@@ -91,7 +91,7 @@ impl Node {
     }
 
     /// Calls `f` on every node, parents before children.
-    pub fn walk(&self, f: &mut dyn FnMut(&Node)) {
+    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Node)) {
         f(self);
         match self {
             Node::Not(n) => n.walk(f),
