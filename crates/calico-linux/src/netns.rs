@@ -65,6 +65,13 @@ pub struct NetNs {
     file: Arc<File>,
 }
 
+impl NetnsError {
+    /// The namespace file does not exist (CNI DEL treats a vanished netns as success).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 impl NetNs {
     /// Open a namespace file (`/run/netns/<name>`, `/proc/<pid>/ns/net`, a CNI_NETNS path).
     pub fn open(path: impl AsRef<Path>) -> Result<NetNs, NetnsError> {
@@ -88,6 +95,12 @@ impl NetNs {
     /// Open the namespace process `pid` lives in.
     pub fn of_pid(pid: u32) -> Result<NetNs, NetnsError> {
         NetNs::open(format!("/proc/{pid}/ns/net"))
+    }
+
+    /// Open the namespace of the process (its main thread) — the "host" namespace for the CNI
+    /// plugin, whatever thread asks.
+    pub fn process() -> Result<NetNs, NetnsError> {
+        NetNs::open("/proc/self/ns/net")
     }
 
     /// Open the calling thread's namespace.
@@ -264,6 +277,7 @@ mod tests {
     #[test]
     fn opening_a_missing_namespace_names_the_path() {
         let err = NetNs::named("calico-rs-does-not-exist").unwrap_err();
+        assert!(err.is_not_found());
         assert!(
             err.to_string()
                 .starts_with("netns /run/netns/calico-rs-does-not-exist: open:"),

@@ -136,6 +136,12 @@ pub trait Sysctl: Send + Sync {
     fn get(&self, name: &str) -> Result<String, SysctlError>;
     /// Write a global value by dotted name under `net.`.
     fn set(&self, name: &str, value: &str) -> Result<(), SysctlError>;
+    /// Write several per-interface values in order, stopping at the first error.
+    fn set_iface_many(&self, iface: &str, values: &[(IfaceKey, &str)]) -> Result<(), SysctlError> {
+        values
+            .iter()
+            .try_for_each(|(key, value)| self.set_iface(iface, *key, value))
+    }
 }
 
 /// The real implementation on `/proc/sys/net`.
@@ -163,6 +169,18 @@ impl ProcSysctl {
             None => f(),
             Some(ns) => ns.run(f)?,
         }
+    }
+}
+
+impl ProcSysctl {
+    fn set_iface_many_here(
+        &self,
+        iface: &str,
+        values: &[(IfaceKey, &str)],
+    ) -> Result<(), SysctlError> {
+        values
+            .iter()
+            .try_for_each(|(key, value)| self.set_iface(iface, *key, value))
     }
 }
 
@@ -259,6 +277,13 @@ impl Sysctl for ProcSysctl {
                 kind: e.kind(),
             })
         })
+    }
+
+    fn set_iface_many(&self, iface: &str, values: &[(IfaceKey, &str)]) -> Result<(), SysctlError> {
+        validate_iface(iface)?;
+        // One namespace switch for the whole batch.
+        let direct = ProcSysctl::new();
+        self.with_ns(|| direct.set_iface_many_here(iface, values))
     }
 
     fn get(&self, name: &str) -> Result<String, SysctlError> {

@@ -12,6 +12,12 @@
 //!   issued inside a lab namespace (`ip -n <ns>` or a spawned-in-namespace process).
 //!
 //! Interface names are limited to 15 bytes; [`ifname`] builds short unique ones.
+//!
+//! Liveness: each run holds an exclusive `flock` on `/run/calico-rs-lab/crs<pid>.lock` from its
+//! first `LabNs` until it exits (the kernel drops the lock when the process dies, however it
+//! dies). `sweep` deletes only namespaces whose owner's lock is free (or, without a lock
+//! file, whose owner pid is gone), and removes the dead runs' lock files. The first
+//! `LabNs::new` of every process runs [`sweep_stale`].
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -19,6 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -45,9 +52,59 @@ pub enum LabError {
     },
 }
 
+/// Directory of per-run lock files: a run holds an exclusive `flock` on
+/// `<LOCK_DIR>/<run prefix>.lock` for its whole life, so [`sweep`] can tell a live run from a
+/// dead one even across PID namespaces or after PID reuse.
+pub const LOCK_DIR: &str = "/run/calico-rs-lab";
+
 /// The prefix of namespaces created by this process: `crs<pid in hex>`.
 pub fn run_prefix() -> String {
     format!("{PROJECT_PREFIX}{:x}", std::process::id())
+}
+
+static RUN_LOCK: std::sync::OnceLock<Option<Flock<std::fs::File>>> = std::sync::OnceLock::new();
+
+fn lock_path(owner_prefix: &str) -> std::path::PathBuf {
+    std::path::Path::new(LOCK_DIR).join(format!("{owner_prefix}.lock"))
+}
+
+/// Take this run's lock (once). Failure only weakens [`sweep`]'s liveness check to the pid
+/// test, so it is logged, not fatal.
+fn hold_run_lock() {
+    RUN_LOCK.get_or_init(|| {
+        let path = lock_path(&run_prefix());
+        let file = std::fs::create_dir_all(LOCK_DIR).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        });
+        match file.map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock)) {
+            Ok(Ok(lock)) => Some(lock),
+            Ok(Err((_, errno))) => {
+                tracing::warn!(path = %path.display(), %errno, "lab: cannot lock run file");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "lab: cannot create run lock");
+                None
+            }
+        }
+    });
+}
+
+/// Whether the run that owns `owner_prefix` (`crs<pid hex>`) is still alive.
+fn owner_alive(owner_prefix: &str, pid: u32) -> bool {
+    if owner_prefix == run_prefix() {
+        return true;
+    }
+    match std::fs::File::open(lock_path(owner_prefix)) {
+        // Somebody holds the lock: alive. We got it: the owner is gone (the lock is released
+        // again when the Flock drops here).
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err(),
+        Err(_) => pid_alive(pid),
+    }
 }
 
 /// A short unique interface name `<tag><n>` of at most 15 bytes (tag is truncated).
@@ -94,6 +151,16 @@ pub struct LabNs {
 impl LabNs {
     /// Create `crs<pid>-<tag><n>` with `lo` up.
     pub fn new(tag: &str) -> Result<LabNs, LabError> {
+        hold_run_lock();
+        // Once per process: clear what killed runs left behind (never touches live runs).
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| match sweep_stale() {
+            Ok(r) if r != SweepReport::default() => {
+                tracing::info!(namespaces = ?r.namespaces, killed = ?r.killed, "lab: swept leftovers");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lab: sweep failed"),
+        });
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{tag}{n}", run_prefix());
         let ns = netns::create_named(&name)?;
@@ -335,7 +402,11 @@ pub fn sweep(prefix: &str) -> Result<SweepReport, LabError> {
     }
     let own = std::process::id();
     let stale = |name: &str| -> bool {
-        name.starts_with(prefix) && owner_pid(name).is_some_and(|p| p != own && !pid_alive(p))
+        let Some(pid) = owner_pid(name) else {
+            return false;
+        };
+        let owner = name.split('-').next().unwrap_or(name);
+        name.starts_with(prefix) && pid != own && !owner_alive(owner, pid)
     };
     let mut report = SweepReport::default();
     let existing: BTreeSet<String> = netns::list_named()?.into_iter().collect();
@@ -366,6 +437,21 @@ pub fn sweep(prefix: &str) -> Result<SweepReport, LabError> {
             && (stale(&ns) || (!existing.contains(&ns) && owner_pid(&ns) != Some(own)))
         {
             kill_pid(pid, &mut report);
+        }
+    }
+    // Lock files of dead runs.
+    if let Ok(dir) = std::fs::read_dir(LOCK_DIR) {
+        for entry in dir.filter_map(|e| e.ok()) {
+            let file_name = entry.file_name();
+            let Some(owner) = file_name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if let Some(pid) = owner_pid(&format!("{owner}-"))
+                && owner.starts_with(prefix.split('-').next().unwrap_or(prefix))
+                && !owner_alive(owner, pid)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
     report.killed.sort_unstable();

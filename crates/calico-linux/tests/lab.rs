@@ -831,3 +831,130 @@ fn netns_run_enters_and_returns() {
         vec!["lo"]
     );
 }
+
+#[test]
+fn sweep_spares_a_run_that_holds_its_lock() {
+    require_lab!("sweep_spares_a_run_that_holds_its_lock");
+    use nix::fcntl::{Flock, FlockArg};
+    // Pretend another live run (e.g. in another PID namespace, so its pid is invisible here)
+    // owns a namespace: its pid looks dead, but it holds its run lock.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let owner = format!("{}{:x}", testlab::PROJECT_PREFIX, dead.id());
+    std::fs::create_dir_all(testlab::LOCK_DIR).unwrap();
+    let lock_path = std::path::Path::new(testlab::LOCK_DIR).join(format!("{owner}.lock"));
+    let file = std::fs::File::create(&lock_path).unwrap();
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap();
+    let name = format!("{owner}-locked{}", std::process::id());
+    let _ns = netns::create_named(&name).unwrap();
+
+    let report = testlab::sweep(&format!("{owner}-")).unwrap();
+    assert!(report.namespaces.is_empty(), "{report:?}");
+    assert!(netns::list_named().unwrap().contains(&name));
+
+    drop(lock); // the "run" dies
+    let report = testlab::sweep(&format!("{owner}-")).unwrap();
+    assert_eq!(report.namespaces, vec![name.clone()]);
+    assert_ns_gone(&name);
+    assert!(!lock_path.exists(), "stale lock file removed");
+}
+
+#[tokio::test]
+async fn ipv6_addresses_routes_and_neighbours() {
+    require_lab!("ipv6_addresses_routes_and_neighbours");
+    let ns = LabNs::new("v6").unwrap();
+    let peer = LabNs::new("v6p").unwrap();
+    let ifc = ifname("cali6");
+    ns.veth_to(&ifc, &peer, "eth0").unwrap();
+    let nl = RtNetlink::connect_in(ns.netns()).unwrap();
+    let link = nl.link_by_name(&ifc).await.unwrap().unwrap();
+    // Calico disables DAD so addresses are usable at once.
+    ProcSysctl::in_netns(ns.netns().clone())
+        .set_iface_many(
+            &ifc,
+            &[
+                (IfaceKey::DisableIpv6, "0"),
+                (IfaceKey::AcceptDad, "0"),
+                (IfaceKey::ProxyNdp, "1"),
+            ],
+        )
+        .unwrap();
+    nl.set_link_up(link.index, true).await.unwrap();
+    nl.add_address(link.index, net("fd00:99::1/128"))
+        .await
+        .unwrap();
+    let addrs = nl.list_addresses(Some(link.index)).await.unwrap();
+    assert!(
+        addrs.iter().any(|a| a.addr == net("fd00:99::1/128")),
+        "{addrs:?}"
+    );
+
+    let r = Route::device(net("fd00:65::2/128"), link.index).with_protocol(proto::FELIX);
+    nl.add_route(&r).await.unwrap();
+    let bh = Route::blackhole(net("fd00:65:1::/122")).with_protocol(proto::FELIX);
+    nl.add_route(&bh).await.unwrap();
+    let listed = nl
+        .list_routes(&RouteFilter::v6().protocol(proto::FELIX))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|x| x.dst == r.dst && x.oif == Some(link.index))
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|x| x.dst == bh.dst && x.kind == RouteKind::Blackhole)
+    );
+    assert!(
+        nl.list_routes(&RouteFilter::v4().protocol(proto::FELIX))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let shown = ns.ip(&["-6", "route", "show", "proto", "80"]).unwrap();
+    assert!(shown.contains("blackhole fd00:65:1::/122"), "{shown}");
+    assert!(shown.contains(&format!("fd00:65::2 dev {ifc}")), "{shown}");
+
+    // Via a link-local gateway (how the workload reaches the host veth).
+    let gw = Route::via(
+        net("::/0"),
+        ip("fe80::ecee:eeff:feee:eeee"),
+        Some(link.index),
+    )
+    .with_protocol(proto::FELIX);
+    nl.add_route(&gw).await.unwrap();
+    let shown = ns.ip(&["-6", "route", "show", "default"]).unwrap();
+    assert!(shown.contains("via fe80::ecee:eeff:feee:eeee"), "{shown}");
+
+    let n = Neighbour {
+        index: link.index,
+        ip: ip("fd00:65::2"),
+        mac: "66:00:00:00:00:09".parse().unwrap(),
+    };
+    nl.replace_neighbour(&n).await.unwrap();
+    assert_eq!(
+        nl.list_neighbours(Family::V6, Some(link.index))
+            .await
+            .unwrap(),
+        vec![n.clone()]
+    );
+    assert!(
+        nl.list_neighbours(Family::V4, Some(link.index))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    nl.del_neighbour(&n).await.unwrap();
+    for route in [&r, &bh, &gw] {
+        nl.del_route(route).await.unwrap();
+    }
+    assert!(
+        nl.list_routes(&RouteFilter::v6().protocol(proto::FELIX))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

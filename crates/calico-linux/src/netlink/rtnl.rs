@@ -36,6 +36,9 @@ use crate::types::{
 /// `RTMGRP_LINK`: multicast group bit for link notifications.
 const RTMGRP_LINK: u32 = 1;
 
+/// Receive buffer requested for monitor sockets.
+const MONITOR_RCVBUF: usize = 4 * 1024 * 1024;
+
 /// Aborts the connection task when the last user goes away.
 #[derive(Debug)]
 struct AbortOnDrop(JoinHandle<()>);
@@ -77,6 +80,9 @@ fn open(netns: Option<&NetNs>, groups: u32) -> Result<Conn, NetlinkError> {
         let (mut conn, handle, messages) =
             rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         if groups != 0 {
+            // A burst of link changes (hundreds of veths at startup) must not overflow the
+            // default ~200 KiB receive buffer; best effort, the kernel caps it at rmem_max.
+            let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(MONITOR_RCVBUF);
             let addr = rtnetlink::sys::SocketAddr::new(0, groups);
             conn.socket_mut()
                 .socket_mut()
