@@ -10,20 +10,26 @@
 //! order the parents are listed (own label wins; a parent that does not exist contributes
 //! nothing).
 //!
-//! To keep updates cheap, both sides are indexed:
-//! - selectors by one label restriction (§2.7): a selector needing `app in {"a","b"}` is filed
-//!   under `app = a` and `app = b`, one needing `has(app)` under the `app` wildcard; selectors
-//!   without a usable restriction go to a "full scan" list and impossible selectors are not
-//!   filed at all. A label-set update then evaluates only the selectors filed under its own
-//!   (label, value) pairs plus the full-scan list.
+//! To keep updates cheap, both sides are indexed, per label name that some selector mentions:
+//! - selectors by a label restriction (§2.7): a selector needing `app in {"a","b"}` is filed
+//!   under `app = a` and `app = b`, one needing `has(app)` under the `app` wildcard, an `||`
+//!   whose every branch is restricted under each branch's label (`AnyOf`); selectors without a
+//!   usable restriction go to a "full scan" list and impossible selectors are not filed at all.
+//!   A label-set update evaluates only the selectors filed under its own (label, value) pairs
+//!   plus the full-scan list.
 //! - label sets by their effective (label, value) pairs: a selector update evaluates only the
-//!   label sets holding the selector's filing label (or values).
+//!   label sets holding its filing label (or values). Label names no selector mentions (pod
+//!   template hashes, ...) are not indexed; a name's index is built when the first selector
+//!   mentioning it arrives and dropped with the last one.
 //!
 //! Which restricted label a selector is filed under is chosen by how many label sets it would
 //! touch (counted in the live index), falling back to upstream's preference (contradiction,
 //! then short value lists, then presence) when counts tie, e.g. while the index is empty.
 //! Selectors are re-filed each time the number of label sets doubles, so a filing chosen before
 //! any label set existed does not stay poor.
+//!
+//! Internally, selectors and label sets live in slabs addressed by dense slot numbers; caller
+//! ids are hashed once per call and every internal set holds slots.
 //!
 //! ```
 //! use std::collections::BTreeMap;
