@@ -401,6 +401,7 @@ fn staged_policy_defaulting_and_delete() {
     let y = "apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata:\n  name: s\nspec:\n  egress:\n  - action: Allow\n";
     let v = ok(y).to_value();
     assert_eq!(v["spec"]["types"], serde_json::json!(["Egress"]));
+    assert_eq!(v["spec"]["stagedAction"], "Set");
     let y = "apiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata:\n  name: s\n  namespace: nsx\nspec:\n  stagedAction: Delete\n  tier: default\n";
     let v = ok(y).to_value();
     assert_eq!(v["spec"]["stagedAction"], "Delete");

@@ -1398,7 +1398,8 @@ impl Spec for StagedNetworkPolicySpec {
     const ALIASES: &'static [&'static str] = &["stagednetworkpolicy", "snp", "snps"];
 
     fn apply_defaults(meta: &mut ObjectMeta, spec: &mut Self) {
-        let delete = spec.action() == StagedAction::Delete;
+        // The CRD defaults `stagedAction` to `Set`.
+        let delete = *spec.staged_action.get_or_insert(StagedAction::Set) == StagedAction::Delete;
         default_policy_common(
             meta,
             &mut spec.tier,
@@ -1433,7 +1434,8 @@ impl Spec for StagedGlobalNetworkPolicySpec {
     const ALIASES: &'static [&'static str] = &["stagedglobalnetworkpolicy", "sgnp", "sgnps"];
 
     fn apply_defaults(meta: &mut ObjectMeta, spec: &mut Self) {
-        let delete = spec.action() == StagedAction::Delete;
+        // The CRD defaults `stagedAction` to `Set`.
+        let delete = *spec.staged_action.get_or_insert(StagedAction::Set) == StagedAction::Delete;
         default_policy_common(
             meta,
             &mut spec.tier,
