@@ -37,6 +37,8 @@ struct Inner {
     calls: Vec<String>,
     failures: BTreeMap<String, VecDeque<i32>>,
     subscribers: Vec<Subscriber>,
+    /// Other fakes standing for other namespaces, by namespace path.
+    namespaces: BTreeMap<std::path::PathBuf, FakeNetlink>,
 }
 
 /// In-memory [`Netlink`]: one namespace's links, addresses, routes, neighbours and FDB.
@@ -45,8 +47,12 @@ struct Inner {
 /// unknown link indexes, `ESRCH` deleting a missing route, `EADDRNOTAVAIL` deleting a missing
 /// address, deleting a link deletes its local veth peer and every address, route, neighbour
 /// and FDB entry on it, a link is oper-up when it is admin-up (and, for a local veth, its
-/// peer is admin-up too). Not modelled: connected routes for addresses, other namespaces
-/// (a peer placed in another namespace is only recorded in `moved_out`).
+/// peer is admin-up too). Not modelled: connected routes for addresses.
+///
+/// Other namespaces: register another fake for a namespace path with
+/// [`FakeNetlink::link_namespace`]; a veth peer created into (or a link moved to) a
+/// [`NetNs`] with that path then appears in that fake. Links sent to unregistered namespaces
+/// are only recorded in `moved_out`.
 ///
 /// Cloning shares the state.
 #[derive(Clone)]
@@ -126,6 +132,26 @@ impl FakeNetlink {
             .entry(op.to_string())
             .or_default()
             .push_back(errno);
+    }
+
+    /// Let this fake stand for the namespace at `path` as seen from other fakes: links this
+    /// fake sends to a `NetNs` opened from `path` appear in `other`. For a CNI test: the
+    /// container-side fake links the host namespace's path to the host-side fake.
+    pub fn link_namespace(&self, path: impl Into<std::path::PathBuf>, other: &FakeNetlink) {
+        self.lock().namespaces.insert(path.into(), other.clone());
+    }
+
+    /// Insert a link arriving from another namespace; fails with `EEXIST` on a name clash.
+    fn receive_link(&self, mut info: LinkInfo, op: &'static str) -> Result<u32, NetlinkError> {
+        let mut inner = self.lock();
+        if inner.name_taken(&info.name) {
+            return Err(kernel(format!("link {}", info.name), op, libc::EEXIST));
+        }
+        let index = inner.alloc();
+        info.index = index;
+        inner.state.links.insert(index, info);
+        inner.notify(index);
+        Ok(index)
     }
 
     /// Add a link directly (e.g. the host's `eth0`), returning its index.
@@ -288,6 +314,15 @@ impl Netlink for FakeNetlink {
         if inner.name_taken(&spec.name) || (peer_local && inner.name_taken(&spec.peer_name)) {
             return Err(kernel(object(), "create veth", libc::EEXIST));
         }
+        let remote = spec
+            .peer_netns
+            .as_ref()
+            .and_then(|ns| inner.namespaces.get(ns.path()).cloned());
+        if let Some(remote) = &remote
+            && remote.lock().name_taken(&spec.peer_name)
+        {
+            return Err(kernel(object(), "create veth", libc::EEXIST));
+        }
         let mtu = spec.mtu.unwrap_or(1500);
         let index = inner.alloc();
         inner.state.links.insert(
@@ -327,6 +362,22 @@ impl Netlink for FakeNetlink {
         } else {
             inner.state.moved_out.push(spec.peer_name.clone());
             inner.notify(index);
+            drop(inner);
+            if let Some(remote) = remote {
+                let peer = LinkInfo {
+                    index: 0,
+                    name: spec.peer_name.clone(),
+                    mac: Some(
+                        spec.peer_mac
+                            .unwrap_or(MacAddr([0x02, 0, 0, 0, 1, index as u8])),
+                    ),
+                    mtu,
+                    admin_up: false,
+                    oper_state: OperState::Down,
+                    kind: Some("veth".into()),
+                };
+                remote.receive_link(peer, "create veth")?;
+            }
         }
         Ok(())
     }
@@ -433,11 +484,22 @@ impl Netlink for FakeNetlink {
             format!("{index}, {}", netns.path().display()),
             || format!("link index {index}"),
         )?;
-        let name = inner.link(index, "move to netns")?.name.clone();
-        // Moving a veth end breaks the local pairing but not the link.
+        let moved = inner.link(index, "move to netns")?.clone();
+        let name = moved.name.clone();
+        let remote = inner.namespaces.get(netns.path()).cloned();
+        if let Some(remote) = &remote
+            && remote.lock().name_taken(&name)
+        {
+            return Err(kernel(
+                format!("link {name}"),
+                "move to netns",
+                libc::EEXIST,
+            ));
+        }
+        // A veth pair split across namespaces is no longer tracked as a local pair; the
+        // remaining end then counts as having its peer up.
         if let Some(peer) = inner.state.veth_peers.remove(&index) {
             inner.state.veth_peers.remove(&peer);
-            inner.state.veth_peers.insert(peer, u32::MAX);
         }
         inner.state.links.remove(&index);
         inner.state.addresses.retain(|a| a.index != index);
@@ -446,6 +508,16 @@ impl Netlink for FakeNetlink {
         inner.state.fdb.retain(|f| f.index != index);
         inner.state.moved_out.push(name);
         inner.notify(index);
+        drop(inner);
+        if let Some(remote) = remote {
+            // Like the kernel: a moved link arrives down.
+            let arriving = LinkInfo {
+                admin_up: false,
+                oper_state: OperState::Down,
+                ..moved
+            };
+            remote.receive_link(arriving, "move to netns")?;
+        }
         Ok(())
     }
 
@@ -732,6 +804,58 @@ mod tests {
         assert_eq!(state.links.len(), 1, "only lo is left: {:?}", state.links);
         let err = nl.del_route(&r).await.unwrap_err();
         assert_eq!(err.errno(), Some(libc::ESRCH));
+    }
+
+    #[tokio::test]
+    async fn cni_style_veth_with_peer_in_linked_host_fake() {
+        let host = FakeNetlink::new();
+        let container = FakeNetlink::new();
+        // Any openable path works as the namespace identity in unit tests.
+        let host_ns = NetNs::open("/proc/self/ns/net").unwrap();
+        container.link_namespace(host_ns.path(), &host);
+        let mut spec = VethSpec::new("eth0", "cali12345678901");
+        spec.peer_netns = Some(host_ns.clone());
+        container.create_veth(&spec).await.unwrap();
+        assert!(
+            container
+                .link_by_name("cali12345678901")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let cali = host.link_by_name("cali12345678901").await.unwrap().unwrap();
+        assert_eq!(cali.kind.as_deref(), Some("veth"));
+        assert!(!cali.admin_up);
+        // The same name again clashes in the host namespace.
+        let err = container
+            .create_veth(&VethSpec {
+                name: "eth1".into(),
+                ..spec.clone()
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_exists(), "{err}");
+        assert!(
+            container.link_by_name("eth1").await.unwrap().is_none(),
+            "nothing half-created"
+        );
+        // Moving a link over.
+        let eth0 = container.link_by_name("eth0").await.unwrap().unwrap();
+        container.set_link_up(eth0.index, true).await.unwrap();
+        assert!(
+            container
+                .link_by_index(eth0.index)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_up()
+        );
+        container
+            .move_link_to_netns(eth0.index, &host_ns)
+            .await
+            .unwrap();
+        let moved = host.link_by_name("eth0").await.unwrap().unwrap();
+        assert!(!moved.admin_up);
     }
 
     #[tokio::test]
