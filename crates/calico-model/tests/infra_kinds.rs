@@ -378,7 +378,7 @@ fn bgpconfiguration_defaults_and_fields() {
     assert_eq!(s["logSeverityScreen"], "Info");
     assert_eq!(s["serviceLoadBalancerAggregation"], "Enabled");
     let r = ok(&bgpconf(
-        "  asNumber: 63400\n  listenPort: 178\n  bindMode: NodeIP\n  nodeToNodeMeshEnabled: false\n  serviceClusterIPs: [{cidr: 10.96.0.0/12}]\n  serviceExternalIPs: [{cidr: 8.8.8.8}, {cidr: 'fdf5:1234::808:808'}]\n  serviceLoadBalancerIPs: [{cidr: 192.0.2.0/24}]\n  ignoredInterfaces: [valid_iface*, interface_name]\n  localWorkloadPeeringIPV4: 169.254.0.179\n  localWorkloadPeeringIPV6: 'fd00::179'\n  programClusterRoutes: Enabled",
+        "  asNumber: 63400\n  listenPort: 178\n  bindMode: NodeIP\n  nodeToNodeMeshEnabled: false\n  serviceClusterIPs: [{cidr: 10.96.0.0/12}]\n  serviceExternalIPs: [{cidr: 8.8.8.8}, {cidr: 'fdf5:1234::808:808'}]\n  serviceLoadBalancerIPs: [{cidr: 192.0.2.0/24}]\n  ignoredInterfaces: [valid_iface*, interface_name]\n  localWorkloadPeeringIPV4: 169.254.0.179\n  localWorkloadPeeringIPV6: 'fd00::179'\n  programClusterRoutes: EnabledNoEncapOnly",
     ));
     let s = spec_json(&r);
     assert_eq!(s["asNumber"], 63400);
@@ -1154,6 +1154,30 @@ fn kcc_rules() {
     ));
     let s = spec_json(&r);
     assert_eq!(s["healthChecks"], "Enabled");
+    assert_eq!(s["prometheusMetricsPort"], 9094);
+    let r = ok(&kind(
+        "KubeControllersConfiguration",
+        "default",
+        "  prometheusMetricsPort: 0",
+    ));
+    assert_eq!(
+        spec_json(&r)["prometheusMetricsPort"],
+        0,
+        "an explicit 0 (metrics off) is kept"
+    );
+    ok(&kind(
+        "KubeControllersConfiguration",
+        "default",
+        "  logSeverityScreen: Trace",
+    ));
+    bad(
+        &kind(
+            "KubeControllersConfiguration",
+            "default",
+            "  logSeverityScreen: None",
+        ),
+        &["spec.logSeverityScreen"],
+    );
     assert_eq!(s["controllers"]["loadBalancer"]["assignIPs"], "AllServices");
     let r = ok(&kind("KubeControllersConfiguration", "default", ""));
     assert_eq!(

@@ -143,6 +143,16 @@ pub enum EnabledDisabled {
     Disabled,
 }
 
+/// Who programs cluster routes (`programClusterRoutes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ClusterRoutesMode {
+    Enabled,
+    Disabled,
+    #[serde(rename = "EnabledIPIPOnly")]
+    EnabledIpipOnly,
+    EnabledNoEncapOnly,
+}
+
 /// `spec` of a `BGPConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -201,8 +211,9 @@ pub struct BGPConfigurationSpec {
         skip_serializing_if = "String::is_empty"
     )]
     pub local_workload_peering_ipv6: String,
+    /// Which cluster routes BIRD programs (the complement of Felix's setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub program_cluster_routes: Option<EnabledDisabled>,
+    pub program_cluster_routes: Option<ClusterRoutesMode>,
     #[serde(
         default,
         rename = "ipv4NormalRoutePriority",

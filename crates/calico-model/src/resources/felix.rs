@@ -240,6 +240,13 @@ impl<T: ?Sized> Check<T> for With<T> {
 }
 
 const ENABLED_DISABLED: &[&str] = &["Enabled", "Disabled"];
+/// `programClusterRoutes` values (v3.32 has Enabled/Disabled; later releases add the split modes).
+pub const CLUSTER_ROUTES: &[&str] = &[
+    "Enabled",
+    "Disabled",
+    "EnabledIPIPOnly",
+    "EnabledNoEncapOnly",
+];
 const INTERFACE: Chars = Chars {
     allowed: b"_.-",
     min: 1,
@@ -378,7 +385,8 @@ felix_fields! {
     ipv6_normal_route_priority: i64 = "ipv6NormalRoutePriority" => Range(1, 2_147_483_646);
     ipv6_elevated_route_priority: i64 = "ipv6ElevatedRoutePriority" => Range(1, 2_147_483_646);
     live_migration_route_convergence_time: String = "liveMigrationRouteConvergenceTime" => Dur;
-    program_cluster_routes: String = "programClusterRoutes" => OneOf(ENABLED_DISABLED);
+    /// Which cluster routes Felix (rather than BIRD) programs.
+    program_cluster_routes: String = "programClusterRoutes" => OneOf(CLUSTER_ROUTES);
     external_nodes_cidr_list: Vec<String> = "externalNodesList" => Cidrs { v4_only: true };
     debug_memory_profile_path: String = "debugMemoryProfilePath" => Any;
     debug_disable_log_dropping: bool = "debugDisableLogDropping" => Any;

@@ -153,8 +153,11 @@ pub struct KubeControllersConfigurationSpec {
     pub debug_profile_port: Option<i64>,
 }
 
-/// Log levels both upstream's validator and CRD accept for kube-controllers.
-const KCC_LOG_LEVELS: &[&str] = &["Debug", "Info", "Warning", "Error", "Fatal"];
+/// Log levels kube-controllers accepts (logrus levels; `None` is refused).
+const KCC_LOG_LEVELS: &[&str] = crate::resources::bgp::LOG_LEVELS;
+
+/// Default Prometheus metrics port of kube-controllers (0 disables metrics).
+pub const DEFAULT_PROMETHEUS_METRICS_PORT: i64 = 9094;
 
 impl Spec for KubeControllersConfigurationSpec {
     const KIND: &'static str = "KubeControllersConfiguration";
@@ -165,6 +168,9 @@ impl Spec for KubeControllersConfigurationSpec {
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
         if spec.health_checks.is_none() {
             spec.health_checks = Some(EnabledDisabled::Enabled);
+        }
+        if spec.prometheus_metrics_port.is_none() {
+            spec.prometheus_metrics_port = Some(DEFAULT_PROMETHEUS_METRICS_PORT);
         }
         if let Some(lb) = &mut spec.controllers.load_balancer
             && lb.assign_ips.is_none()
