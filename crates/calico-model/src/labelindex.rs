@@ -339,9 +339,189 @@ impl SmallSet {
     }
 }
 
+/// A selector flattened for evaluation inside the index: the tree in prefix order with
+/// subtree sizes, all strings in one buffer. Evaluating a cold selector then touches three
+/// contiguous allocations instead of one per node and string.
+struct Compiled {
+    ops: Box<[Op]>,
+    text: Box<str>,
+    /// Members of `in` / `not in` sets, each set sorted.
+    members: Box<[Str]>,
+}
+
+/// A string in `Compiled::text`.
+#[derive(Clone, Copy)]
+struct Str {
+    start: u32,
+    len: u32,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    True,
+    Has(Str),
+    Eq(Str, Str),
+    Ne(Str, Str),
+    Contains(Str, Str),
+    StartsWith(Str, Str),
+    EndsWith(Str, Str),
+    /// Label, first member index, member count.
+    In(Str, u32, u32),
+    NotIn(Str, u32, u32),
+    /// Negates the following subtree.
+    Not,
+    /// Operand count and the number of ops in the whole subtree (this one included).
+    And(u32, u32),
+    Or(u32, u32),
+}
+
+impl Compiled {
+    fn new(root: &Node) -> Self {
+        let mut c = CompiledBuilder::default();
+        c.push(root);
+        Compiled {
+            ops: c.ops.into_boxed_slice(),
+            text: c.text.into_boxed_str(),
+            members: c.members.into_boxed_slice(),
+        }
+    }
+
+    fn s(&self, r: Str) -> &str {
+        let start = r.start as usize;
+        self.text.get(start..start + r.len as usize).unwrap_or("")
+    }
+
+    fn evaluate(&self, labels: &FlatLabels) -> bool {
+        self.eval_at(0, labels).0
+    }
+
+    /// Evaluates the subtree at `pos`; returns the result and the position after it.
+    fn eval_at(&self, pos: usize, labels: &FlatLabels) -> (bool, usize) {
+        let Some(op) = self.ops.get(pos) else {
+            return (true, pos + 1);
+        };
+        let next = pos + 1;
+        let get = |k: Str| labels.get(self.s(k));
+        let value = match *op {
+            Op::True => true,
+            Op::Has(k) => get(k).is_some(),
+            Op::Eq(k, v) => get(k) == Some(self.s(v)),
+            Op::Ne(k, v) => get(k) != Some(self.s(v)),
+            Op::Contains(k, v) => get(k).is_some_and(|l| l.contains(self.s(v))),
+            Op::StartsWith(k, v) => get(k).is_some_and(|l| l.starts_with(self.s(v))),
+            Op::EndsWith(k, v) => get(k).is_some_and(|l| l.ends_with(self.s(v))),
+            Op::In(k, first, n) => get(k).is_some_and(|l| self.member(first, n, l)),
+            Op::NotIn(k, first, n) => !get(k).is_some_and(|l| self.member(first, n, l)),
+            Op::Not => {
+                let (v, after) = self.eval_at(next, labels);
+                return (!v, after);
+            }
+            Op::And(n, size) | Op::Or(n, size) => {
+                let is_and = matches!(op, Op::And(..));
+                let end = pos + size as usize;
+                let mut at = next;
+                for _ in 0..n {
+                    let (v, after) = self.eval_at(at, labels);
+                    if v != is_and {
+                        // Short circuit: skip the remaining operands.
+                        return (v, end);
+                    }
+                    at = after;
+                }
+                return (is_and, end);
+            }
+        };
+        (value, next)
+    }
+
+    fn member(&self, first: u32, n: u32, value: &str) -> bool {
+        let start = first as usize;
+        self.members
+            .get(start..start + n as usize)
+            .is_some_and(|set| set.binary_search_by(|m| self.s(*m).cmp(value)).is_ok())
+    }
+}
+
+#[derive(Default)]
+struct CompiledBuilder {
+    ops: Vec<Op>,
+    text: String,
+    members: Vec<Str>,
+}
+
+impl CompiledBuilder {
+    fn str(&mut self, s: &str) -> Str {
+        let start = offset(self.text.len());
+        self.text.push_str(s);
+        Str {
+            start,
+            len: offset(s.len()),
+        }
+    }
+
+    fn set(&mut self, values: &[String]) -> (u32, u32) {
+        // Sets are kept sorted by the parser and `Selector::from_node`; sort anyway so the
+        // binary search never depends on that.
+        let mut sorted: Vec<&String> = values.iter().collect();
+        sorted.sort_unstable();
+        let first = offset(self.members.len());
+        for v in sorted {
+            let r = self.str(v);
+            self.members.push(r);
+        }
+        (first, offset(values.len()))
+    }
+
+    fn push(&mut self, node: &Node) {
+        let op = match node {
+            Node::All | Node::Global => Op::True,
+            Node::Has(k) => Op::Has(self.str(k)),
+            Node::Eq(k, v) => Op::Eq(self.str(k), self.str(v)),
+            Node::Ne(k, v) => Op::Ne(self.str(k), self.str(v)),
+            Node::Contains(k, v) => Op::Contains(self.str(k), self.str(v)),
+            Node::StartsWith(k, v) => Op::StartsWith(self.str(k), self.str(v)),
+            Node::EndsWith(k, v) => Op::EndsWith(self.str(k), self.str(v)),
+            Node::In(k, set) => {
+                let k = self.str(k);
+                let (first, n) = self.set(set);
+                Op::In(k, first, n)
+            }
+            Node::NotIn(k, set) => {
+                let k = self.str(k);
+                let (first, n) = self.set(set);
+                Op::NotIn(k, first, n)
+            }
+            Node::Not(inner) => {
+                self.ops.push(Op::Not);
+                self.push(inner);
+                return;
+            }
+            Node::And(ns) | Node::Or(ns) => {
+                let at = self.ops.len();
+                self.ops.push(Op::True);
+                for n in ns {
+                    self.push(n);
+                }
+                let size = offset(self.ops.len() - at);
+                let n = offset(ns.len());
+                if let Some(slot) = self.ops.get_mut(at) {
+                    *slot = if matches!(node, Node::And(_)) {
+                        Op::And(n, size)
+                    } else {
+                        Op::Or(n, size)
+                    };
+                }
+                return;
+            }
+        };
+        self.ops.push(op);
+    }
+}
+
 struct SelectorEntry<S> {
     id: S,
     selector: Selector,
+    compiled: Compiled,
     strategy: ScanStrategy,
     /// Slots of the label sets this selector matches.
     matches: SlotSet,
@@ -553,6 +733,7 @@ where
             None => SlotSet::default(),
         };
         let strategy = self.plan(selector.root());
+        let compiled = Compiled::new(selector.root());
         self.file_selector(slot, &strategy);
 
         // Candidate label sets: those holding a filing label (or one of its values).
@@ -562,7 +743,7 @@ where
             if strategy == ScanStrategy::FullScan {
                 for (i, e) in sets.iter().enumerate() {
                     if let Some(e) = e
-                        && selector.evaluate(&e.effective)
+                        && compiled.evaluate(&e.effective)
                     {
                         new.insert(Slot::try_from(i).unwrap_or(Slot::MAX));
                     }
@@ -573,7 +754,7 @@ where
                     return;
                 }
                 if let Some(Some(e)) = sets.get(slot_index(l))
-                    && selector.evaluate(&e.effective)
+                    && compiled.evaluate(&e.effective)
                 {
                     new.insert(l);
                 }
@@ -620,6 +801,7 @@ where
         self.selectors[slot_index(slot)] = Some(SelectorEntry {
             id,
             selector,
+            compiled,
             strategy,
             matches: new,
         });
@@ -1032,7 +1214,7 @@ where
                 continue;
             }
             if let Some(Some(e)) = self.selectors.get(slot_index(s))
-                && e.selector.evaluate(&effective)
+                && e.compiled.evaluate(&effective)
             {
                 new.insert(s);
             }

@@ -304,6 +304,9 @@ fn small_tree() -> impl Strategy<Value = Node> {
         3 => (key(), val()).prop_map(|(k, v)| Node::Eq(k, v)),
         1 => (key(), val()).prop_map(|(k, v)| Node::Ne(k, v)),
         1 => (key(), val()).prop_map(|(k, v)| Node::StartsWith(k, v)),
+        1 => (key(), val()).prop_map(|(k, v)| Node::EndsWith(k, v)),
+        1 => (key(), val()).prop_map(|(k, v)| Node::Contains(k, v)),
+        1 => Just(Node::Global),
         2 => (key(), prop::collection::vec(val(), 0..3)).prop_map(|(k, v)| Node::In(k, v)),
         1 => (key(), prop::collection::vec(val(), 0..3)).prop_map(|(k, v)| Node::NotIn(k, v)),
     ];
