@@ -447,7 +447,7 @@ felix_fields! {
     bpf_maglev_max_endpoints_per_service: i64 = "bpfMaglevMaxEndpointsPerService" => Range(1, 3000);
     bpf_maglev_max_services: i64 = "bpfMaglevMaxServices" => Range(1, 3000);
     bpf_overlay_host_source_ip: String = "bpfOverlayHostSourceIP" => OneOf(&["TunnelAddress", "HostAddress"]);
-    route_source: String = "routeSource" => OneOf(&["WorkloadIPs", "CalicoIPAM"]);
+    route_source: String = "routeSource" => OneOfCi(&["WorkloadIPs", "CalicoIPAM"]);
     route_table_range: RouteTableRange = "routeTableRange" => With::<RouteTableRange>(check_route_table_range);
     route_table_ranges: Vec<RouteTableRange> = "routeTableRanges" => With::<Vec<RouteTableRange>>(check_route_table_ranges);
     route_sync_disabled: bool = "routeSyncDisabled" => Any;
