@@ -13,7 +13,8 @@
 //!   compares `resourceVersion` when one is given;
 //! - policies (`NetworkPolicy`, `GlobalNetworkPolicy` and the staged kinds) must name an existing
 //!   tier; the `default` tier is created on demand (upstream's datastore initialisation creates
-//!   it); the `projectcalico.org/tier` label is set as upstream's client sets it.
+//!   it); `default.<name>` finds a default-tier policy stored as `<name>` (the model's
+//!   defaulting strips that old prefix).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -175,6 +176,7 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> Result<AnyResource, ClientError> {
+        let name = lookup_name(kind, name);
         let id = resource_id(kind, namespace, name);
         let key = key_of(kind, namespace, name);
         match self.kv.get(&key).await {
@@ -427,6 +429,7 @@ impl Client {
         name: &str,
         resource_version: Option<&str>,
     ) -> Result<AnyResource, ClientError> {
+        let name = lookup_name(kind, name);
         let id = resource_id(kind, namespace, name);
         let key = key_of(kind, namespace, name);
         let expected = match resource_version {
@@ -535,10 +538,8 @@ impl Client {
         res.apply_defaults();
         res.validate()?;
         if is_policy(res.kind()) {
+            // The model's defaulting sets the tier and its label; the tier must exist.
             let tier = policy_tier(&res);
-            res.metadata_mut()
-                .labels
-                .insert(TIER_LABEL.to_string(), tier.clone());
             if !known_tiers.contains(&tier) {
                 self.check_tier(&res, &tier, known_tiers).await?;
             }
@@ -722,6 +723,15 @@ async fn resync(
             source,
         })?;
     Ok(Some(stream))
+}
+
+/// Default-tier policies are stored without upstream's old `default.` name prefix (the model's
+/// defaulting strips it); accept the prefixed name on reads and deletes as upstream does.
+fn lookup_name<'a>(kind: &KindInfo, name: &'a str) -> &'a str {
+    match name.strip_prefix("default.") {
+        Some(rest) if is_policy(kind.kind) && !rest.is_empty() => rest,
+        _ => name,
+    }
 }
 
 fn is_policy(kind: &str) -> bool {
