@@ -4,7 +4,7 @@
 //! | Touchpoint | Trait | Real | Fake |
 //! |---|---|---|---|
 //! | network namespaces | — (plain functions, [`netns::NetNs`]) | setns on a dedicated thread | — |
-//! | rtnetlink (links, addresses, routes, neighbours, FDB, VXLAN, link monitor) | [`Netlink`] | [`RtNetlink`] | [`fake::FakeNetlink`] |
+//! | rtnetlink (links, addresses, routes, neighbours, FDB, VXLAN, link and address monitors) | [`Netlink`] | [`RtNetlink`] | [`fake::FakeNetlink`] |
 //! | `/proc/sys/net` | [`Sysctl`] | [`ProcSysctl`] | [`fake::FakeSysctl`] |
 //! | nftables | [`Nft`] | [`NftCli`] | [`fake::FakeNft`] |
 //!

@@ -392,6 +392,17 @@ pub enum LinkEvent {
     InSync,
 }
 
+/// What an address monitor reports (IPv4 and IPv6, all links).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressEvent {
+    /// An address appeared (initial dump or added later).
+    Added(AddressInfo),
+    /// An address was removed (also when its link went away).
+    Removed(AddressInfo),
+    /// The initial dump is complete.
+    InSync,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

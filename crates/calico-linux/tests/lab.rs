@@ -958,3 +958,61 @@ async fn ipv6_addresses_routes_and_neighbours() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn address_monitor_sees_addresses_come_and_go() {
+    require_lab!("address_monitor_sees_addresses_come_and_go");
+    use calico_linux::AddressEvent;
+    let ns = LabNs::new("amon").unwrap();
+    let peer = LabNs::new("amonp").unwrap();
+    let ifc = ifname("am");
+    ns.veth_to(&ifc, &peer, "eth0").unwrap();
+    ns.ip(&["addr", "add", "10.98.0.1/24", "dev", &ifc])
+        .unwrap();
+    let nl = RtNetlink::connect_in(ns.netns()).unwrap();
+    let link = nl.link_by_name(&ifc).await.unwrap().unwrap();
+    let mut events = nl.monitor_addresses().await.unwrap();
+    let mut dump = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("event within 5s")
+            .unwrap()
+            .unwrap();
+        match ev {
+            AddressEvent::InSync => break,
+            AddressEvent::Added(a) => dump.push(a),
+            other => panic!("unexpected during dump: {other:?}"),
+        }
+    }
+    let first = calico_linux::AddressInfo {
+        index: link.index,
+        addr: net("10.98.0.1/24"),
+    };
+    assert!(dump.contains(&first), "{dump:?}");
+    assert!(
+        dump.iter().any(|a| a.addr == net("127.0.0.1/8")),
+        "{dump:?}"
+    );
+
+    ns.ip(&["addr", "add", "10.98.1.1/32", "dev", &ifc])
+        .unwrap();
+    let second = calico_linux::AddressInfo {
+        index: link.index,
+        addr: net("10.98.1.1/32"),
+    };
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("added event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev, AddressEvent::Added(second.clone()));
+    ns.ip(&["addr", "del", "10.98.1.1/32", "dev", &ifc])
+        .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("removed event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev, AddressEvent::Removed(second));
+}

@@ -4,11 +4,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use ipnet::IpNet;
 
-use crate::netlink::{LinkEventStream, LinkTracker, Netlink, NetlinkError, validate_link_name};
+use crate::netlink::{
+    AddressEventStream, LinkEventStream, LinkTracker, Netlink, NetlinkError, validate_link_name,
+};
 use crate::netns::NetNs;
 use crate::types::{
-    AddressInfo, Family, FdbEntry, LinkEvent, LinkInfo, MacAddr, Neighbour, OperState, Route,
-    RouteFilter, VethSpec, VxlanSpec,
+    AddressEvent, AddressInfo, Family, FdbEntry, LinkEvent, LinkInfo, MacAddr, Neighbour,
+    OperState, Route, RouteFilter, VethSpec, VxlanSpec,
 };
 
 type Subscriber = (
@@ -37,6 +39,7 @@ struct Inner {
     calls: Vec<String>,
     failures: BTreeMap<String, VecDeque<i32>>,
     subscribers: Vec<Subscriber>,
+    addr_subscribers: Vec<tokio::sync::mpsc::UnboundedSender<Result<AddressEvent, NetlinkError>>>,
     /// Other fakes standing for other namespaces, by namespace path.
     namespaces: BTreeMap<std::path::PathBuf, FakeNetlink>,
 }
@@ -240,11 +243,31 @@ impl Inner {
         });
     }
 
+    fn notify_addr(&mut self, ev: AddressEvent) {
+        self.addr_subscribers
+            .retain(|tx| tx.send(Ok(ev.clone())).is_ok());
+    }
+
+    /// Drop every address of link `index`, telling address monitors.
+    fn drop_addresses_of(&mut self, index: u32) {
+        let gone: Vec<AddressInfo> = self
+            .state
+            .addresses
+            .iter()
+            .filter(|a| a.index == index)
+            .cloned()
+            .collect();
+        for a in gone {
+            self.state.addresses.remove(&a);
+            self.notify_addr(AddressEvent::Removed(a));
+        }
+    }
+
     fn remove_link(&mut self, index: u32) {
         if self.state.links.remove(&index).is_none() {
             return;
         }
-        self.state.addresses.retain(|a| a.index != index);
+        self.drop_addresses_of(index);
         self.state.routes.retain(|r| r.oif != Some(index));
         self.state.neighbours.retain(|n| n.index != index);
         self.state.fdb.retain(|f| f.index != index);
@@ -502,7 +525,7 @@ impl Netlink for FakeNetlink {
             inner.state.veth_peers.remove(&peer);
         }
         inner.state.links.remove(&index);
-        inner.state.addresses.retain(|a| a.index != index);
+        inner.drop_addresses_of(index);
         inner.state.routes.retain(|r| r.oif != Some(index));
         inner.state.neighbours.retain(|n| n.index != index);
         inner.state.fdb.retain(|f| f.index != index);
@@ -537,9 +560,10 @@ impl Netlink for FakeNetlink {
         inner.begin("add_address", format!("{index}, {addr}"), object)?;
         inner.link(index, "add")?;
         let a = AddressInfo { index, addr };
-        if !inner.state.addresses.insert(a) {
+        if !inner.state.addresses.insert(a.clone()) {
             return Err(kernel(object(), "add", libc::EEXIST));
         }
+        inner.notify_addr(AddressEvent::Added(a));
         Ok(())
     }
 
@@ -547,9 +571,11 @@ impl Netlink for FakeNetlink {
         let mut inner = self.lock();
         let object = || format!("address {addr} on link index {index}");
         inner.begin("del_address", format!("{index}, {addr}"), object)?;
-        if !inner.state.addresses.remove(&AddressInfo { index, addr }) {
+        let a = AddressInfo { index, addr };
+        if !inner.state.addresses.remove(&a) {
             return Err(kernel(object(), "delete", libc::EADDRNOTAVAIL));
         }
+        inner.notify_addr(AddressEvent::Removed(a));
         Ok(())
     }
 
@@ -743,11 +769,30 @@ impl Netlink for FakeNetlink {
         }
         let _ = tx.send(Ok(LinkEvent::InSync));
         inner.subscribers.push((tracker, tx));
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(unbounded_stream(rx)))
     }
+
+    async fn monitor_addresses(&self) -> Result<AddressEventStream, NetlinkError> {
+        let mut inner = self.lock();
+        inner.begin("monitor_addresses", String::new(), || {
+            "address monitor".into()
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for a in &inner.state.addresses {
+            let _ = tx.send(Ok(AddressEvent::Added(a.clone())));
+        }
+        let _ = tx.send(Ok(AddressEvent::InSync));
+        inner.addr_subscribers.push(tx);
+        Ok(Box::pin(unbounded_stream(rx)))
+    }
+}
+
+fn unbounded_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 fn route_args(r: &Route) -> String {
@@ -889,6 +934,44 @@ mod tests {
         assert!(matches!(events.next().await, Some(Ok(LinkEvent::Up(l))) if l.index == eth));
         nl.delete_link(eth).await.unwrap();
         assert!(matches!(events.next().await, Some(Ok(LinkEvent::Removed(l))) if l.name == "eth0"));
+    }
+
+    #[tokio::test]
+    async fn address_monitor_sees_dump_changes_and_link_removal() {
+        let nl = FakeNetlink::new();
+        let eth = nl.add_existing_link("eth0", None, 1500, true);
+        nl.add_address(eth, "10.99.0.1/24".parse().unwrap())
+            .await
+            .unwrap();
+        let mut events = nl.monitor_addresses().await.unwrap();
+        let first = AddressInfo {
+            index: eth,
+            addr: "10.99.0.1/24".parse().unwrap(),
+        };
+        assert_eq!(
+            events.next().await.unwrap().unwrap(),
+            AddressEvent::Added(first.clone())
+        );
+        assert_eq!(events.next().await.unwrap().unwrap(), AddressEvent::InSync);
+        let second = AddressInfo {
+            index: eth,
+            addr: "fd00::1/128".parse().unwrap(),
+        };
+        nl.add_address(eth, second.addr).await.unwrap();
+        assert_eq!(
+            events.next().await.unwrap().unwrap(),
+            AddressEvent::Added(second.clone())
+        );
+        nl.del_address(eth, second.addr).await.unwrap();
+        assert_eq!(
+            events.next().await.unwrap().unwrap(),
+            AddressEvent::Removed(second)
+        );
+        nl.delete_link(eth).await.unwrap();
+        assert_eq!(
+            events.next().await.unwrap().unwrap(),
+            AddressEvent::Removed(first)
+        );
     }
 
     #[tokio::test]

@@ -14,13 +14,18 @@ pub use rtnl::RtNetlink;
 
 use crate::netns::{NetNs, NetnsError};
 use crate::types::{
-    AddressInfo, Family, FdbEntry, LinkEvent, LinkInfo, MacAddr, Neighbour, Route, RouteFilter,
-    VethSpec, VxlanSpec,
+    AddressEvent, AddressInfo, Family, FdbEntry, LinkEvent, LinkInfo, MacAddr, Neighbour, Route,
+    RouteFilter, VethSpec, VxlanSpec,
 };
 
 /// A stream of link events: the initial dump as [`LinkEvent::Added`], then
 /// [`LinkEvent::InSync`], then live changes. Dropping it stops the monitor.
 pub type LinkEventStream = Pin<Box<dyn Stream<Item = Result<LinkEvent, NetlinkError>> + Send>>;
+
+/// A stream of address events: the initial dump as [`AddressEvent::Added`], then
+/// [`AddressEvent::InSync`], then live changes. Dropping it stops the monitor.
+pub type AddressEventStream =
+    Pin<Box<dyn Stream<Item = Result<AddressEvent, NetlinkError>> + Send>>;
 
 /// Netlink errors. Messages name the object first: `link cali12ab: create veth: file exists`.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +161,9 @@ pub trait Netlink: Send + Sync {
     // --- monitor
     /// Subscribe to link changes: initial dump, `InSync`, then live events.
     async fn monitor_links(&self) -> Result<LinkEventStream, NetlinkError>;
+    /// Subscribe to address changes (v4 and v6): initial dump, `InSync`, then live events.
+    /// Felix uses this to track host addresses.
+    async fn monitor_addresses(&self) -> Result<AddressEventStream, NetlinkError>;
 }
 
 /// Pure state machine behind every link monitor: folds link snapshots and deletions into

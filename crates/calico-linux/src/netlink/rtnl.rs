@@ -26,15 +26,19 @@ use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
 use tokio::task::JoinHandle;
 
-use super::{LinkEventStream, LinkTracker, Netlink, NetlinkError, validate_link_name};
+use super::{
+    AddressEventStream, LinkEventStream, LinkTracker, Netlink, NetlinkError, validate_link_name,
+};
 use crate::netns::NetNs;
 use crate::types::{
-    AddressInfo, Family, FdbEntry, LinkEvent, LinkInfo, MacAddr, Neighbour, OperState, Route,
-    RouteFilter, RouteKind, RouteScope, VethSpec, VxlanSpec,
+    AddressEvent, AddressInfo, Family, FdbEntry, LinkEvent, LinkInfo, MacAddr, Neighbour,
+    OperState, Route, RouteFilter, RouteKind, RouteScope, VethSpec, VxlanSpec,
 };
 
 /// `RTMGRP_LINK`: multicast group bit for link notifications.
 const RTMGRP_LINK: u32 = 1;
+/// `RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR`.
+const RTMGRP_IFADDR: u32 = 0x10 | 0x100;
 
 /// Receive buffer requested for monitor sockets.
 const MONITOR_RCVBUF: usize = 4 * 1024 * 1024;
@@ -861,10 +865,79 @@ impl Netlink for RtNetlink {
                 }))
                 .await;
         });
-        let guard = AbortOnDrop(task);
-        let stream = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-            rx.recv().await.map(|item| (item, (rx, guard)))
-        });
-        Ok(Box::pin(stream))
+        Ok(Box::pin(receiver_stream(rx, AbortOnDrop(task))))
     }
+
+    async fn monitor_addresses(&self) -> Result<AddressEventStream, NetlinkError> {
+        let (conn, handle, mut messages) = open(self.netns.as_ref(), RTMGRP_IFADDR)?;
+        let conn_task = AbortOnDrop(tokio::spawn(conn));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<AddressEvent, NetlinkError>>(256);
+        let task = tokio::spawn(async move {
+            let _conn_task = conn_task;
+            let mut known = std::collections::BTreeSet::new();
+            let dump: Result<Vec<AddressMessage>, _> =
+                handle.address().get().execute().try_collect().await;
+            match dump {
+                Ok(msgs) => {
+                    let mut addrs: Vec<AddressInfo> =
+                        msgs.iter().filter_map(addr_from_msg).collect();
+                    addrs.sort();
+                    for a in addrs {
+                        if known.insert(a.clone())
+                            && tx.send(Ok(AddressEvent::Added(a))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(kernel_err("addresses".into(), "dump", e)))
+                        .await;
+                    return;
+                }
+            }
+            if tx.send(Ok(AddressEvent::InSync)).await.is_err() {
+                return;
+            }
+            while let Some((msg, _addr)) = messages.next().await {
+                let ev = match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => {
+                        addr_from_msg(&m)
+                            .filter(|a| known.insert(a.clone()))
+                            .map(AddressEvent::Added)
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => {
+                        addr_from_msg(&m)
+                            .filter(|a| known.remove(a))
+                            .map(AddressEvent::Removed)
+                    }
+                    _ => None,
+                };
+                if let Some(ev) = ev
+                    && tx.send(Ok(ev)).await.is_err()
+                {
+                    return;
+                }
+            }
+            let _ = tx
+                .send(Err(NetlinkError::Protocol {
+                    object: "address monitor".into(),
+                    op: "receive",
+                    detail: "netlink connection closed".into(),
+                }))
+                .await;
+        });
+        Ok(Box::pin(receiver_stream(rx, AbortOnDrop(task))))
+    }
+}
+
+/// A stream over `rx` that keeps `guard` (the producing task) alive as long as it exists.
+fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+    guard: AbortOnDrop,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        rx.recv().await.map(|item| (item, (rx, guard)))
+    })
 }
