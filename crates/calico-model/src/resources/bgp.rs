@@ -738,20 +738,20 @@ impl Spec for BGPFilterSpec {
 
     fn validate(meta: &ObjectMeta, spec: &Self, errs: &mut Errors) {
         validate_meta_labels_annotations(meta, errs);
-        for (field, rules, v4, import) in [
-            ("exportV4", &spec.export_v4, true, false),
-            ("importV4", &spec.import_v4, true, true),
-            ("exportV6", &spec.export_v6, false, false),
-            ("importV6", &spec.import_v6, false, true),
+        for (field, rules, v4) in [
+            ("exportV4", &spec.export_v4, true),
+            ("importV4", &spec.import_v4, true),
+            ("exportV6", &spec.export_v6, false),
+            ("importV6", &spec.import_v6, false),
         ] {
             for (i, r) in rules.iter().enumerate() {
-                validate_filter_rule(&format!("spec.{field}[{i}]"), r, v4, import, errs);
+                validate_filter_rule(&format!("spec.{field}[{i}]"), r, v4, errs);
             }
         }
     }
 }
 
-fn validate_filter_rule(path: &str, r: &BGPFilterRule, v4: bool, import: bool, errs: &mut Errors) {
+fn validate_filter_rule(path: &str, r: &BGPFilterRule, v4: bool, errs: &mut Errors) {
     let fam = if v4 { "IPv4" } else { "IPv6" };
     let max_len: i64 = if v4 { 32 } else { 128 };
     if !r.cidr.is_empty() {
@@ -811,12 +811,9 @@ fn validate_filter_rule(path: &str, r: &BGPFilterRule, v4: bool, import: bool, e
             );
         }
     }
-    if import && r.source.is_some() {
-        errs.push(
-            format!("{path}.source"),
-            "source is not applicable to import rules",
-        );
-    }
+    // The newest CRD has a CEL rule refusing `source` on import rules, but upstream's Go validator
+    // has none, the field is documented as redundant there, and upstream's own confd BGPFilter
+    // fixtures set `source: RemotePeers` on import rules; so it is accepted.
     if !r.interface.is_empty() {
         let ok = r.interface == "*"
             || ((1..=15).contains(&r.interface.len())
