@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod handle;
 pub mod keys;
+pub mod model;
 pub mod pool;
 pub mod reservation;
 

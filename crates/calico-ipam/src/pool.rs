@@ -56,6 +56,10 @@ pub type PoolFilter = Arc<dyn Fn(&PoolConfig) -> bool + Send + Sync>;
 /// Why a pool is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
+    #[error("ip pool {name}: cidr {cidr:?} is not a valid cidr")]
+    InvalidCidr { name: String, cidr: String },
+    #[error("ip pool {name}: block size {block_size} is not a prefix length")]
+    InvalidBlockSize { name: String, block_size: i64 },
     #[error("ip pool {name}: cidr {cidr}: block size {block_size} out of range {min}..={max}")]
     BlockSizeOutOfRange {
         name: String,
