@@ -100,7 +100,7 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<i32
         Command::Version(a) => version_command(&ctx, a.client).await,
         Command::Selector(s) => selector_command(s),
         Command::Bench(BenchCommand::Generate { count, out }) => {
-            std::fs::write(&out, bench_policies(count))
+            std::fs::write(&out, bench_policies(count, 0))
                 .with_context(|| format!("write {}", out.display()))?;
             Ok(0)
         }
@@ -914,12 +914,15 @@ fn selector_command(cmd: SelectorCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// A YAML stream of `count` GlobalNetworkPolicies, for the apply benchmark.
-pub fn bench_policies(count: usize) -> String {
-    let mut s = String::with_capacity(count * 200);
+/// A YAML stream of `count` GlobalNetworkPolicies with realistic specs, for the apply
+/// benchmark. `generation` changes every policy's order so a second file updates them all.
+pub fn bench_policies(count: usize, generation: usize) -> String {
+    let mut s = String::with_capacity(count * 400);
     for i in 0..count {
         s.push_str(&format!(
-            "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: bench-{i:05}\n  labels:\n    bench: \"true\"\n"
+            "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: bench-{i:05}\n  labels:\n    bench: \"true\"\nspec:\n  order: {order}\n  selector: app == 'bench-{app}'\n  types:\n  - Ingress\n  ingress:\n  - action: Allow\n    protocol: TCP\n    source:\n      selector: role == 'client'\n    destination:\n      ports:\n      - 80\n      - 443\n",
+            order = i + generation * 10_000,
+            app = i % 50,
         ));
     }
     s
