@@ -4,4 +4,5 @@
 //! results in the shape of every supported spec version, and error results.
 
 pub mod naming;
+pub mod plugin;
 pub mod spec;

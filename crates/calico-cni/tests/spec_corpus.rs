@@ -2,6 +2,8 @@
 //! results read and re-written in each version's shape come back identical; VERSION and error
 //! results have the spec's keys.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::PathBuf;
 
 use calico_cni::spec::{CniError, CniResult, ErrorCode, NetConf, SUPPORTED_VERSIONS, SpecVersion};
