@@ -1016,3 +1016,49 @@ async fn address_monitor_sees_addresses_come_and_go() {
         .unwrap();
     assert_eq!(ev, AddressEvent::Removed(second));
 }
+
+#[tokio::test]
+async fn link_monitor_keeps_up_with_a_burst_of_veths() {
+    require_lab!("link_monitor_keeps_up_with_a_burst_of_veths");
+    const PAIRS: usize = 200;
+    let ns = LabNs::new("burst").unwrap();
+    let nl = RtNetlink::connect_in(ns.netns()).unwrap();
+    let mut events = nl.monitor_links().await.unwrap();
+    wait_event(&mut events, "in sync", |e| *e == LinkEvent::InSync).await;
+
+    let dir = std::env::temp_dir().join(format!("{}-burst", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let batch = dir.join("veths.batch");
+    let lines: String = (0..PAIRS)
+        .map(|i| format!("link add bA{i} up type veth peer name bB{i}\nlink set bB{i} up\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    ns.ip(&["-batch", batch.to_str().unwrap()]).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Every link must be reported added, and every A end must end up up.
+    let mut added = std::collections::BTreeSet::new();
+    let mut up = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while added.len() < 2 * PAIRS || up.len() < PAIRS {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("timeout: {} added, {} up", added.len(), up.len()))
+            .unwrap()
+            .unwrap();
+        match ev {
+            LinkEvent::Added(l) => {
+                if l.is_up() && l.name.starts_with("bA") {
+                    up.insert(l.name.clone());
+                }
+                added.insert(l.name);
+            }
+            LinkEvent::Up(l) | LinkEvent::Changed(l) if l.is_up() && l.name.starts_with("bA") => {
+                up.insert(l.name);
+            }
+            _ => {}
+        }
+    }
+    let listed = nl.list_links().await.unwrap();
+    assert_eq!(listed.len(), 2 * PAIRS + 1);
+}

@@ -321,6 +321,14 @@ impl Netlink for FakeNetlink {
     async fn create_veth(&self, spec: &VethSpec) -> Result<(), NetlinkError> {
         validate_link_name(&spec.name)?;
         validate_link_name(&spec.peer_name)?;
+        // Look at the other namespace before locking this one: never hold two fakes' locks.
+        let remote = spec
+            .peer_netns
+            .as_ref()
+            .and_then(|ns| self.lock().namespaces.get(ns.path()).cloned());
+        let remote_clash = remote
+            .as_ref()
+            .is_some_and(|r| r.lock().name_taken(&spec.peer_name));
         let mut inner = self.lock();
         let object = || format!("link {}", spec.name);
         inner.begin(
@@ -337,13 +345,7 @@ impl Netlink for FakeNetlink {
         if inner.name_taken(&spec.name) || (peer_local && inner.name_taken(&spec.peer_name)) {
             return Err(kernel(object(), "create veth", libc::EEXIST));
         }
-        let remote = spec
-            .peer_netns
-            .as_ref()
-            .and_then(|ns| inner.namespaces.get(ns.path()).cloned());
-        if let Some(remote) = &remote
-            && remote.lock().name_taken(&spec.peer_name)
-        {
+        if remote_clash {
             return Err(kernel(object(), "create veth", libc::EEXIST));
         }
         let mtu = spec.mtu.unwrap_or(1500);
@@ -501,6 +503,12 @@ impl Netlink for FakeNetlink {
     }
 
     async fn move_link_to_netns(&self, index: u32, netns: &NetNs) -> Result<(), NetlinkError> {
+        let remote = self.lock().namespaces.get(netns.path()).cloned();
+        let name_now = self.lock().state.links.get(&index).map(|l| l.name.clone());
+        let remote_clash = match (&remote, &name_now) {
+            (Some(r), Some(n)) => r.lock().name_taken(n),
+            _ => false,
+        };
         let mut inner = self.lock();
         inner.begin(
             "move_link_to_netns",
@@ -509,10 +517,7 @@ impl Netlink for FakeNetlink {
         )?;
         let moved = inner.link(index, "move to netns")?.clone();
         let name = moved.name.clone();
-        let remote = inner.namespaces.get(netns.path()).cloned();
-        if let Some(remote) = &remote
-            && remote.lock().name_taken(&name)
-        {
+        if remote_clash {
             return Err(kernel(
                 format!("link {name}"),
                 "move to netns",
