@@ -446,6 +446,123 @@ impl Client {
         }
     }
 
+    /// Deletes many resources, batching into transactions. Each target is
+    /// `(kind, namespace, name, resourceVersion precondition)`; results are in input order and
+    /// one failure does not affect the others.
+    pub async fn delete_many(
+        &self,
+        targets: Vec<(&'static KindInfo, String, String, Option<String>)>,
+    ) -> Vec<Result<AnyResource, ClientError>> {
+        let n = targets.len();
+        let mut results: Vec<Option<Result<AnyResource, ClientError>>> =
+            (0..n).map(|_| None).collect();
+        // Current values: one listing per kind with many targets, else single gets.
+        let mut per_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for (k, ..) in &targets {
+            *per_kind.entry(k.kind).or_default() += 1;
+        }
+        let mut current: HashMap<String, KeyValue> = HashMap::new();
+        let mut listed = HashSet::new();
+        for (kind, count) in &per_kind {
+            if *count >= LIST_THRESHOLD
+                && let Some(info) = KINDS.iter().find(|k| k.kind == *kind)
+                && let Ok(l) = self
+                    .kv
+                    .list(&keys::resource_prefix(info.plural, info.namespaced, None))
+                    .await
+            {
+                current.extend(l.kvs.into_iter().map(|kv| (kv.key.clone(), kv)));
+                listed.insert(*kind);
+            }
+        }
+        let mut pending: Vec<(usize, AnyResource, TxnOp)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut slow = Vec::new();
+        for (i, (kind, ns, name, rv)) in targets.into_iter().enumerate() {
+            let name = lookup_name(kind, &name).to_string();
+            let id = resource_id(kind, &ns, &name);
+            let key = key_of(kind, &ns, &name);
+            if !seen.insert(key.clone()) {
+                slow.push((i, kind, ns, name, rv));
+                continue;
+            }
+            let expected = match rv.as_deref().map(|v| parse_revision(&id, v)) {
+                Some(Ok(e)) => e,
+                Some(Err(e)) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+                None => None,
+            };
+            let cur = if listed.contains(kind.kind) {
+                current.remove(&key)
+            } else {
+                match self.kv.get(&key).await {
+                    Ok(v) => v,
+                    Err(source) => {
+                        results[i] = Some(Err(ClientError::Datastore { id, source }));
+                        continue;
+                    }
+                }
+            };
+            let Some(kv) = cur else {
+                results[i] = Some(Err(ClientError::NotFound { id }));
+                continue;
+            };
+            if let Some(e) = expected
+                && e != kv.mod_revision
+            {
+                results[i] = Some(Err(conflict(&id, e, kv.mod_revision)));
+                continue;
+            }
+            match decode(&kv, &id) {
+                Ok(old) => pending.push((
+                    i,
+                    old,
+                    TxnOp::Delete {
+                        key,
+                        expected_revision: Some(kv.mod_revision),
+                    },
+                )),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut iter = pending.into_iter().peekable();
+        while iter.peek().is_some() {
+            let chunk: Vec<(usize, AnyResource, TxnOp)> = iter.by_ref().take(MAX_TXN_OPS).collect();
+            let ops = chunk.iter().map(|(_, _, op)| op.clone()).collect();
+            match self.kv.txn(ops).await {
+                Ok(_) => {
+                    for (i, old, _) in chunk {
+                        results[i] = Some(Ok(old));
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "batch delete failed; deleting one by one");
+                    for (i, old, _) in chunk {
+                        let m = old.metadata();
+                        results[i] =
+                            Some(self.delete(old.info(), &m.namespace, &m.name, None).await);
+                    }
+                }
+            }
+        }
+        for (i, kind, ns, name, rv) in slow {
+            results[i] = Some(self.delete(kind, &ns, &name, rv.as_deref()).await);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ClientError::Datastore {
+                        id: String::new(),
+                        source: KvError::Backend("internal: result missing".into()),
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// Watches a kind (in one namespace or all) for changes after `from_revision` (use a
     /// listing's revision to continue from it). On compaction the watch re-lists and emits
     /// [`ResourceEvent::Resync`] followed by the current set as `Added`.

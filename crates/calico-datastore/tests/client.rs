@@ -297,3 +297,38 @@ async fn shared_store_between_clients() {
     a.create(gnp("shared")).await.unwrap();
     b.get(gnp_kind(), "", "shared").await.unwrap();
 }
+
+#[tokio::test]
+async fn delete_many_batches_and_reports_each() {
+    let (c, _d) = client().await;
+    let created: Vec<AnyResource> = c
+        .apply_many((0..30).map(|i| gnp(&format!("d{i}"))).collect())
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().0)
+        .collect();
+    let mut targets: Vec<_> = (0..30)
+        .map(|i| (gnp_kind(), String::new(), format!("d{i}"), None))
+        .collect();
+    targets.push((gnp_kind(), String::new(), "missing".to_string(), None));
+    targets[3].3 = Some("1".to_string()); // stale precondition
+    let before = c.kv().current_revision().await.unwrap();
+    let results = c.delete_many(targets).await;
+    assert_eq!(results.len(), 31);
+    assert!(results[3].as_ref().unwrap_err().is_conflict());
+    assert!(results[30].as_ref().unwrap_err().is_not_found());
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 29);
+    assert_eq!(
+        results[0].as_ref().unwrap().metadata().uid,
+        created[0].metadata().uid
+    );
+    let after = c.kv().current_revision().await.unwrap();
+    assert!(
+        after - before <= 2,
+        "29 deletes in one transaction: {before} -> {after}"
+    );
+    let left = c.list(gnp_kind(), None).await.unwrap().items;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].metadata().name, "d3");
+}

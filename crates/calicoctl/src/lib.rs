@@ -436,27 +436,35 @@ async fn delete_command(ctx: &Ctx, a: cli::DeleteArgs) -> anyhow::Result<i32> {
     };
     let client = ctx.client().await?;
     let mut handled = 0;
-    let mut errs = Vec::new();
-    for d in docs {
+    let mut errs: Vec<(usize, String)> = Vec::new();
+    let mut batch = Vec::new();
+    let mut batch_index = Vec::new();
+    for (i, d) in docs.into_iter().enumerate() {
         let mut r = match d.result {
             Ok(r) => r,
             Err(e) => {
-                errs.push(format!("{}: {e}", d.source));
+                errs.push((i, format!("{}: {e}", d.source)));
                 continue;
             }
         };
         if let Err(e) = handle_namespace(&mut r, a.namespace.as_deref(), false) {
-            errs.push(e);
+            errs.push((i, e));
             continue;
         }
         let m = r.metadata();
-        let rv = (!m.resource_version.is_empty()).then_some(m.resource_version.as_str());
-        match client.delete(r.info(), &m.namespace, &m.name, rv).await {
+        let rv = (!m.resource_version.is_empty()).then(|| m.resource_version.clone());
+        batch.push((r.info(), m.namespace.clone(), m.name.clone(), rv));
+        batch_index.push(i);
+    }
+    for (i, res) in batch_index.into_iter().zip(client.delete_many(batch).await) {
+        match res {
             Ok(_) => handled += 1,
             Err(e) if a.skip_not_exists && e.is_not_found() => handled += 1,
-            Err(e) => errs.push(e.to_string()),
+            Err(e) => errs.push((i, e.to_string())),
         }
     }
+    errs.sort_by_key(|(i, _)| *i);
+    let errs: Vec<String> = errs.into_iter().map(|(_, e)| e).collect();
     if handled > 0 {
         match &kind {
             Some(k) => println!("Successfully deleted {handled} '{k}' resource(s)"),
