@@ -115,14 +115,21 @@ impl RtNetlink {
     fn connect_opt(netns: Option<&NetNs>) -> Result<RtNetlink, NetlinkError> {
         let (conn, handle, _messages) = open(netns, 0)?;
         let task = tokio::spawn(conn);
+        // Remember the namespace even for `connect()`, so monitors opened later from another
+        // thread still watch the namespace this handle acts on.
+        let netns = match netns {
+            Some(ns) => Some(ns.clone()),
+            None => NetNs::current().ok(),
+        };
         Ok(RtNetlink {
             handle,
-            netns: netns.cloned(),
+            netns,
             _conn: Arc::new(AbortOnDrop(task)),
         })
     }
 
-    /// The namespace this handle acts on (`None` = the one it was created in).
+    /// The namespace this handle acts on (`None` only if it could not be determined, in
+    /// which case monitors open in the calling thread's namespace).
     pub fn netns(&self) -> Option<&NetNs> {
         self.netns.as_ref()
     }
