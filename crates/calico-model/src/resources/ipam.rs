@@ -365,7 +365,9 @@ impl Spec for IPPoolSpec {
             validate_selector(path, sel, errs);
         }
 
-        if spec.block_size != 0 && !(0..=128).contains(&spec.block_size) {
+        // The family-specific blockSize range is checked below once the CIDR's family is known;
+        // without a usable CIDR only the schema bound applies.
+        if !(0..=128).contains(&spec.block_size) && parse_cidr_or_ip(&spec.cidr).is_none() {
             errs.push("spec.blockSize", "must be between 0 and 128");
         }
         if spec.cidr.is_empty() {
