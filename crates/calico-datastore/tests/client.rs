@@ -332,3 +332,40 @@ async fn delete_many_batches_and_reports_each() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].metadata().name, "d3");
 }
+
+#[tokio::test]
+async fn watch_resyncs_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = calico_datastore::sqlite::SqliteStore::open(dir.path().join("c.db")).unwrap();
+    let c = Client::new(Arc::new(store.clone()));
+    let start = c.kv().current_revision().await.unwrap();
+    c.create(gnp("a")).await.unwrap();
+    c.create(gnp("b")).await.unwrap();
+    c.delete(gnp_kind(), "", "a", None).await.unwrap();
+    let now = c.kv().current_revision().await.unwrap();
+    store.compact(now).await.unwrap();
+
+    // Watching from before the compaction: resync marker, then the current set as Added.
+    let mut w = c.watch(gnp_kind(), None, start).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("event within 5s")
+            .expect("stream open")
+            .unwrap()
+    };
+    match next().await {
+        ResourceEvent::Resync { revision } => assert!(revision >= now),
+        other => panic!("expected Resync, got {other:?}"),
+    }
+    match next().await {
+        ResourceEvent::Added(r) => assert_eq!(r.metadata().name, "b"),
+        other => panic!("expected Added(b), got {other:?}"),
+    }
+    // And it continues live afterwards.
+    c.create(gnp("c")).await.unwrap();
+    match next().await {
+        ResourceEvent::Added(r) => assert_eq!(r.metadata().name, "c"),
+        other => panic!("expected Added(c), got {other:?}"),
+    }
+}
