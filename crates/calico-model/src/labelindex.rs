@@ -137,15 +137,91 @@ fn restriction_score(r: &LabelRestriction) -> usize {
     score
 }
 
-/// Effective labels stored flat, sorted by name, in one text buffer (two allocations per label
-/// set, contiguous for the evaluator). Lookups compare lengths before bytes, which matters
+/// Effective labels stored flat, sorted by name, in one text buffer; the offsets of up to
+/// `INLINE_SPANS` labels are kept inline, so evaluating a selector against a cold label set
+/// touches the entry and one allocation. Lookups compare lengths before bytes, which matters
 /// because label names share long prefixes (`projectcalico.org/...`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlatLabels {
     text: Box<str>,
     /// Per label: end offset of the name and of the value in `text`; each name starts where
     /// the previous value ended.
-    spans: Box<[(u32, u32)]>,
+    spans: Spans,
+}
+
+/// Labels whose offsets are stored inline.
+const INLINE_SPANS: usize = 14;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Spans {
+    /// Unused entries stay `(0, 0)`, so derived equality compares contents.
+    Inline {
+        n: u8,
+        s: [(u16, u16); INLINE_SPANS],
+    },
+    Heap(Box<[(u32, u32)]>),
+}
+
+impl Default for Spans {
+    fn default() -> Self {
+        Spans::Inline {
+            n: 0,
+            s: [(0, 0); INLINE_SPANS],
+        }
+    }
+}
+
+impl Spans {
+    fn from_vec(spans: Vec<(u32, u32)>, text_len: usize) -> Self {
+        if spans.len() <= INLINE_SPANS && u16::try_from(text_len).is_ok() {
+            let mut s = [(0u16, 0u16); INLINE_SPANS];
+            for (dst, &(k, v)) in s.iter_mut().zip(&spans) {
+                *dst = (
+                    u16::try_from(k).unwrap_or(u16::MAX),
+                    u16::try_from(v).unwrap_or(u16::MAX),
+                );
+            }
+            Spans::Inline {
+                n: u8::try_from(spans.len()).unwrap_or(u8::MAX),
+                s,
+            }
+        } else {
+            Spans::Heap(spans.into_boxed_slice())
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Spans::Inline { n, .. } => usize::from(*n),
+            Spans::Heap(h) => h.len(),
+        }
+    }
+
+    /// (name end, value end) of label `i`.
+    fn at(&self, i: usize) -> (usize, usize) {
+        match self {
+            Spans::Inline { s, .. } => s
+                .get(i)
+                .map_or((0, 0), |&(k, v)| (usize::from(k), usize::from(v))),
+            Spans::Heap(h) => h.get(i).map_or((0, 0), |&(k, v)| (k as usize, v as usize)),
+        }
+    }
+}
+
+/// Finds `key` in a text buffer given (name end, value end) offsets.
+fn find_label<'a>(
+    text: &'a str,
+    spans: impl Iterator<Item = (usize, usize)>,
+    key: &str,
+) -> Option<&'a str> {
+    let mut start = 0usize;
+    for (ke, ve) in spans {
+        if ke - start == key.len() && text.get(start..ke) == Some(key) {
+            return text.get(ke..ve);
+        }
+        start = ve;
+    }
+    None
 }
 
 impl FlatLabels {
@@ -179,18 +255,22 @@ impl FlatLabels {
             text.push_str(v);
             spans.push((name_end, offset(text.len())));
         }
+        let spans = Spans::from_vec(spans, text.len());
         FlatLabels {
             text: text.into_boxed_str(),
-            spans: spans.into_boxed_slice(),
+            spans,
         }
     }
 
     /// (name, value) pairs in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         let mut start = 0usize;
-        self.spans.iter().map(move |&(ke, ve)| {
-            let (ke, ve) = (ke as usize, ve as usize);
-            let pair = (&self.text[start..ke], &self.text[ke..ve]);
+        (0..self.spans.len()).map(move |i| {
+            let (ke, ve) = self.spans.at(i);
+            let pair = (
+                self.text.get(start..ke).unwrap_or(""),
+                self.text.get(ke..ve).unwrap_or(""),
+            );
             start = ve;
             pair
         })
@@ -201,7 +281,7 @@ impl FlatLabels {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.spans.len() == 0
     }
 
     /// As an ordinary map.
@@ -220,15 +300,20 @@ fn offset(n: usize) -> u32 {
 
 impl Labels for FlatLabels {
     fn get(&self, key: &str) -> Option<&str> {
-        let mut start = 0usize;
-        for &(ke, ve) in self.spans.iter() {
-            let (ke, ve) = (ke as usize, ve as usize);
-            if ke - start == key.len() && self.text.get(start..ke) == Some(key) {
-                return self.text.get(ke..ve);
-            }
-            start = ve;
+        match &self.spans {
+            Spans::Inline { n, s } => find_label(
+                &self.text,
+                s.iter()
+                    .take(usize::from(*n))
+                    .map(|&(k, v)| (usize::from(k), usize::from(v))),
+                key,
+            ),
+            Spans::Heap(h) => find_label(
+                &self.text,
+                h.iter().map(|&(k, v)| (k as usize, v as usize)),
+                key,
+            ),
         }
-        None
     }
 }
 
@@ -1418,6 +1503,38 @@ mod tests {
             selector: s,
             labels: l,
         }
+    }
+
+    #[test]
+    fn flat_labels_inline_and_heap() {
+        let small = lm(&[
+            ("b", "2"),
+            ("a", "1"),
+            ("projectcalico.org/namespace", "ns"),
+        ]);
+        let many: LabelMap = (0..40)
+            .map(|i| (format!("k{i:02}"), format!("v{i}")))
+            .collect();
+        let long_value = "x".repeat(70_000);
+        let long = lm(&[("a", "1"), ("big", long_value.as_str())]);
+        for map in [&small, &many, &long] {
+            let flat = FlatLabels::from_map(map);
+            assert_eq!(flat.len(), map.len());
+            assert_eq!(&flat.to_map(), map);
+            for (k, v) in map {
+                assert_eq!(flat.get(k), Some(v.as_str()));
+            }
+            assert_eq!(flat.get("missing"), None);
+            assert_eq!(flat, FlatLabels::from_map(map));
+        }
+        assert!(matches!(
+            FlatLabels::from_map(&small).spans,
+            Spans::Inline { .. }
+        ));
+        assert!(matches!(FlatLabels::from_map(&many).spans, Spans::Heap(_)));
+        assert!(matches!(FlatLabels::from_map(&long).spans, Spans::Heap(_)));
+        assert!(FlatLabels::from_map(&LabelMap::new()).is_empty());
+        assert_ne!(FlatLabels::from_map(&small), FlatLabels::from_map(&many));
     }
 
     #[test]
