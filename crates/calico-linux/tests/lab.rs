@@ -416,6 +416,17 @@ async fn vxlan_device_fdb_neighbour_and_traffic() {
         let vx = nl.link_by_name("vxlan.calico").await.unwrap().unwrap();
         assert_eq!(vx.kind.as_deref(), Some("vxlan"));
         assert_eq!(vx.mtu, 1450);
+        let got = nl.vxlan_info(vx.index).await.unwrap().expect("vxlan info");
+        assert_eq!(got.vni, 4096);
+        assert_eq!(got.port, 4789);
+        assert_eq!(got.local, spec.local);
+        assert_eq!(got.parent_index, Some(eth0.index));
+        assert!(!got.learning);
+        assert_eq!(got.mac, spec.mac);
+        assert!(
+            nl.vxlan_info(eth0.index).await.unwrap().is_none(),
+            "veth is not vxlan"
+        );
         nl.set_link_up(vx.index, true).await.unwrap();
         nl.add_address(vx.index, net(&format!("10.65.{i}.0/32")))
             .await

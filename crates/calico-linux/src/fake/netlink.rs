@@ -30,6 +30,8 @@ pub struct FakeNetlinkState {
     pub fdb: BTreeSet<FdbEntry>,
     /// Names of links moved into (or created in) another namespace.
     pub moved_out: Vec<String>,
+    /// VXLAN parameters of VXLAN links, by index.
+    pub vxlan: BTreeMap<u32, VxlanSpec>,
 }
 
 #[derive(Default)]
@@ -268,6 +270,7 @@ impl Inner {
             return;
         }
         self.drop_addresses_of(index);
+        self.state.vxlan.remove(&index);
         self.state.routes.retain(|r| r.oif != Some(index));
         self.state.neighbours.retain(|n| n.index != index);
         self.state.fdb.retain(|f| f.index != index);
@@ -435,8 +438,25 @@ impl Netlink for FakeNetlink {
                 kind: Some("vxlan".into()),
             },
         );
+        inner.state.vxlan.insert(index, spec.clone());
         inner.notify(index);
         Ok(())
+    }
+
+    async fn vxlan_info(&self, index: u32) -> Result<Option<VxlanSpec>, NetlinkError> {
+        let mut inner = self.lock();
+        inner.begin("vxlan_info", index.to_string(), || {
+            format!("link index {index}")
+        })?;
+        let Some(link) = inner.state.links.get(&index) else {
+            return Ok(None);
+        };
+        Ok(inner.state.vxlan.get(&index).map(|spec| VxlanSpec {
+            name: link.name.clone(),
+            mtu: Some(link.mtu),
+            mac: link.mac,
+            ..spec.clone()
+        }))
     }
 
     async fn set_link_up(&self, index: u32, up: bool) -> Result<(), NetlinkError> {
@@ -531,6 +551,7 @@ impl Netlink for FakeNetlink {
         }
         inner.state.links.remove(&index);
         inner.drop_addresses_of(index);
+        inner.state.vxlan.remove(&index);
         inner.state.routes.retain(|r| r.oif != Some(index));
         inner.state.neighbours.retain(|n| n.index != index);
         inner.state.fdb.retain(|f| f.index != index);
@@ -987,6 +1008,10 @@ mod tests {
         nl.create_vxlan(&spec).await.unwrap();
         let vx = nl.link_by_name("vxlan.calico").await.unwrap().unwrap();
         assert_eq!(vx.kind.as_deref(), Some("vxlan"));
+        let info = nl.vxlan_info(vx.index).await.unwrap().unwrap();
+        assert_eq!((info.vni, info.port, info.learning), (4096, 4789, false));
+        assert_eq!(info.mac, spec.mac);
+        assert!(nl.vxlan_info(1).await.unwrap().is_none(), "lo is not vxlan");
         let mac: MacAddr = "66:00:00:00:00:02".parse().unwrap();
         let n = Neighbour {
             index: vx.index,

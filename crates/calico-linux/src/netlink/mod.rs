@@ -116,6 +116,10 @@ pub trait Netlink: Send + Sync {
     async fn create_veth(&self, spec: &VethSpec) -> Result<(), NetlinkError>;
     /// Create a VXLAN device (not brought up).
     async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<(), NetlinkError>;
+    /// The VXLAN parameters of link `index` as the kernel has them (name, VNI, port, local,
+    /// parent, learning, MTU, MAC), so a reconciler can compare them with what it wants;
+    /// `None` if the link does not exist or is not a VXLAN device.
+    async fn vxlan_info(&self, index: u32) -> Result<Option<VxlanSpec>, NetlinkError>;
     async fn set_link_up(&self, index: u32, up: bool) -> Result<(), NetlinkError>;
     async fn set_link_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError>;
     async fn set_link_mac(&self, index: u32, mac: MacAddr) -> Result<(), NetlinkError>;

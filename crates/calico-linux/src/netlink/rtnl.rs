@@ -10,8 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
-    State,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage, State,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -545,6 +545,56 @@ impl Netlink for RtNetlink {
             .execute()
             .await
             .map_err(|e| kernel_err(format!("link {}", spec.name), "create vxlan", e))
+    }
+
+    async fn vxlan_info(&self, index: u32) -> Result<Option<VxlanSpec>, NetlinkError> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        let msg = match stream.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let err = kernel_err(format!("link index {index}"), "get", e);
+                return if err.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let info = link_info(&msg);
+        let data = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                NlLinkInfo::Data(InfoData::Vxlan(v)) => Some(v),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let mut spec = VxlanSpec {
+            name: info.name,
+            vni: 0,
+            port: 0,
+            local: None,
+            parent_index: None,
+            // The kernel omits IFLA_VXLAN_LEARNING only on very old kernels; default on.
+            learning: true,
+            mtu: Some(info.mtu),
+            mac: info.mac,
+        };
+        for attr in data {
+            match attr {
+                InfoVxlan::Id(v) => spec.vni = *v,
+                InfoVxlan::Port(p) => spec.port = *p,
+                InfoVxlan::Local(a) => spec.local = Some(IpAddr::V4(*a)),
+                InfoVxlan::Local6(a) => spec.local = Some(IpAddr::V6(*a)),
+                InfoVxlan::Link(l) => spec.parent_index = Some(*l),
+                InfoVxlan::Learning(l) => spec.learning = *l,
+                _ => {}
+            }
+        }
+        Ok(Some(spec))
     }
 
     async fn set_link_up(&self, index: u32, up: bool) -> Result<(), NetlinkError> {
