@@ -98,7 +98,10 @@ const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 const GRPC_UNAVAILABLE: i32 = 14;
 
 const WATCH_CHANNEL: usize = 1024;
-const LIST_PAGE: i64 = 2000;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const LIST_PAGE: i64 = 1000;
+const MAX_RESPONSE: usize = 256 << 20;
 
 impl EtcdStore {
     /// Connects and checks that an endpoint answers within the dial timeout; failures are
@@ -159,12 +162,25 @@ impl EtcdStore {
     /// Compacts etcd's history up to `revision`: watches from older revisions then get
     /// [`WatchEvent::Compacted`].
     pub async fn compact(&self, revision: Revision) -> Result<(), KvError> {
-        self.client
-            .kv_client()
+        self.kv()
             .compact(revision, None)
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// gRPC's default 4 MiB response limit is too small for a page of big resources or the
+    /// events of a large txn, which etcd sends in one watch response.
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE)
+    }
+
+    fn watcher(&self) -> etcd_client::WatchClient {
+        self.client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
     }
 
     fn err(&self, e: etcd_client::Error) -> KvError {
@@ -172,11 +188,7 @@ impl EtcdStore {
     }
 
     async fn run_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, KvError> {
-        self.client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.err(e))
+        self.kv().txn(txn).await.map_err(|e| self.err(e))
     }
 
     /// The compares and the operation for one op.
@@ -288,8 +300,7 @@ impl EtcdStore {
         } else {
             opts.with_prefix()
         };
-        self.client
-            .watch_client()
+        self.watcher()
             .watch(prefix, Some(opts))
             .await
             .map_err(|e| self.err(e))
@@ -303,6 +314,9 @@ impl EtcdStore {
         out: mpsc::Sender<Result<WatchEvent, KvError>>,
     ) {
         let mut last = after_revision;
+        // Grows while re-created watches fail or are cancelled without delivering anything,
+        // so a persistent cause (e.g. lost permission) does not become a reconnect storm.
+        let mut backoff = MIN_BACKOFF;
         loop {
             let msg = tokio::select! {
                 m = stream.message() => m,
@@ -323,6 +337,9 @@ impl EtcdStore {
                         format!("watch cancelled: {}", resp.cancel_reason())
                     } else {
                         let events = resp.events();
+                        if !resp.created() {
+                            backoff = MIN_BACKOFF;
+                        }
                         if events.is_empty() {
                             // A progress notification: etcd has sent everything up to the
                             // header revision. The "created" reply does not promise that.
@@ -351,17 +368,16 @@ impl EtcdStore {
                 Err(e) => self.err(e).to_string(),
             };
             tracing::warn!(endpoints = %self.endpoints, prefix, last, reason = %failure, "etcd watch lost, resuming");
-            let mut backoff = Duration::from_millis(50);
             stream = loop {
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = out.closed() => return,
                 }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 match self.open_watch(&prefix, last + 1).await {
                     Ok(s) => break s,
                     Err(e) => {
                         tracing::debug!(endpoints = %self.endpoints, error = %e, "etcd watch: reconnect failed");
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
             };
@@ -384,17 +400,12 @@ impl KvStore for EtcdStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(|e| self.err(e))?;
+        let resp = self.kv().get(key, None).await.map_err(|e| self.err(e))?;
         resp.kvs().first().map(convert_kv).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<ListResult, KvError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let range_end = etcd_range_end(prefix);
         let mut start = if prefix.is_empty() {
             vec![0_u8]
@@ -471,21 +482,16 @@ impl KvStore for EtcdStore {
         lease: Option<LeaseId>,
     ) -> Result<Revision, KvError> {
         let opts = lease.map(|l| PutOptions::new().with_lease(l));
-        let resp = self
-            .client
-            .kv_client()
-            .put(key, value, opts)
-            .await
-            .map_err(|e| {
-                lease_error(
-                    self.err(e),
-                    &[TxnOp::Put {
-                        key: key.to_owned(),
-                        value: Vec::new(),
-                        lease,
-                    }],
-                )
-            })?;
+        let resp = self.kv().put(key, value, opts).await.map_err(|e| {
+            lease_error(
+                self.err(e),
+                &[TxnOp::Put {
+                    key: key.to_owned(),
+                    value: Vec::new(),
+                    lease,
+                }],
+            )
+        })?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
@@ -569,8 +575,7 @@ impl KvStore for EtcdStore {
         // A linearizable read of any key carries the store revision; a user without read
         // permission on it gets the member's status revision instead.
         match self
-            .client
-            .kv_client()
+            .kv()
             .get("\0", Some(GetOptions::new().with_count_only()))
             .await
         {

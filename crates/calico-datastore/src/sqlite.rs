@@ -144,6 +144,9 @@ CREATE TABLE IF NOT EXISTS lease (
 CREATE INDEX IF NOT EXISTS lease_by_deadline ON lease (deadline_ms);
 ";
 
+/// The layout [`SCHEMA`] creates; a file with another version is refused.
+const SCHEMA_VERSION: i64 = 1;
+
 /// Revisions read per watch catch-up step, so a far-behind watcher does not load everything.
 const WATCH_BATCH_REVISIONS: i64 = 512;
 const WATCH_CHANNEL: usize = 1024;
@@ -172,6 +175,19 @@ impl SqliteStore {
         }
         let mut writer = open_connection(&path, &opts)?;
         init_schema(&mut writer, &path)?;
+        let version: i64 = writer
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&path, e))?;
+        if version != SCHEMA_VERSION {
+            return Err(KvError::Backend(format!(
+                "sqlite store {}: schema version {version} is not the supported {SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
         let revision = writer
             .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
                 r.get(0)
@@ -291,10 +307,9 @@ impl Inner {
         &self,
         f: impl FnOnce(&Transaction<'_>, i64) -> WriteResult<T>,
     ) -> Result<T, KvError> {
-        let mut conn = self
-            .writer
-            .lock()
-            .map_err(|_| KvError::Backend("sqlite store: writer lock poisoned".into()))?;
+        // A panic while the lock was held dropped (rolled back) its transaction, so the
+        // connection is still usable: ignore the poison.
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let (result, revision) = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();

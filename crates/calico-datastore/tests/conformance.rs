@@ -1360,6 +1360,30 @@ async fn txn_with_many_ops(b: &Backend) {
     assert!(s.list(&p).await.unwrap().kvs.is_empty());
 }
 
+async fn list_and_watch_large_data(b: &Backend) {
+    // 6 MB of values: beyond gRPC's default 4 MiB response limit for one list page.
+    let s = &*b.store;
+    let p = prefix(b, "large");
+    let start = s.current_revision().await.unwrap();
+    let n = 300;
+    for i in 0..n {
+        let value = vec![b'a' + (i % 26) as u8; 20_000];
+        s.put(&format!("{p}k{i:04}"), value, None).await.unwrap();
+    }
+    let listing = s.list(&p).await.unwrap();
+    assert_eq!(listing.kvs.len(), n);
+    assert!(
+        listing
+            .kvs
+            .iter()
+            .enumerate()
+            .all(|(i, kv)| kv.value.len() == 20_000 && kv.value[0] == b'a' + (i % 26) as u8)
+    );
+    let mut w = s.watch(&p, start).await.unwrap();
+    let evs = next_events(&mut w, n).await;
+    assert_eq!(evs.last().unwrap().revision(), listing.revision);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backend-specific cases
 
@@ -1763,6 +1787,7 @@ conformance!(
     watch_catches_up_across_many_revisions,
     watch_with_empty_prefix_sees_every_key,
     txn_with_many_ops,
+    list_and_watch_large_data,
 );
 
 // ---------------------------------------------------------------------------------------------
