@@ -743,3 +743,159 @@ fn corpus_invalid_manifests_are_rejected_naming_a_field() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn policy_needs_its_tier() {
+    let e = Env::new();
+    let pol = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: devops.p\nspec:\n  tier: devops\n  selector: all()\n";
+    let f = e.write("p.yaml", pol);
+    let o = e.run(&["create", "-f", &f]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("tier \"devops\" does not exist"),
+        "{}",
+        o.stderr
+    );
+    let tier = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: devops\nspec:\n  order: 100\n";
+    ok(&e.run(&["create", "-f", &e.write("t.yaml", tier)]));
+    ok(&e.run(&["create", "-f", &f]));
+    // The default tier was created on the first write; both tiers are listed.
+    let o = e.run(&["get", "tiers"]);
+    ok(&o);
+    assert!(
+        o.stdout.contains("default") && o.stdout.contains("devops"),
+        "{}",
+        o.stdout
+    );
+    // `default.` prefixed names find default-tier policies, as upstream.
+    let d = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: default.deny\nspec:\n  tier: default\n";
+    ok(&e.run(&["create", "-f", &e.write("d.yaml", d)]));
+    ok(&e.run(&["get", "gnp", "default.deny"]));
+    ok(&e.run(&["delete", "gnp", "default.deny"]));
+}
+
+/// A throw-away etcd on loopback ports, killed on drop.
+struct Etcd {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_etcd() -> Option<Etcd> {
+    const ETCD: &str = "/usr/bin/etcd";
+    if !Path::new(ETCD).exists() {
+        eprintln!("\n*** SKIP etcd test: {ETCD} is not installed ***\n");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+    let child = Command::new(ETCD)
+        .arg("--name=cli")
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=cli={peer}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Some(Etcd {
+        child,
+        url,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn etcd_backend_from_environment() {
+    let Some(etcd) = start_etcd() else { return };
+    let e = Env::new();
+    // No config file: the environment selects etcd (endpoints imply etcdv3).
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(args)
+            .args(["-c", "/nonexistent-calicoctl.cfg"])
+            .env("ETCD_ENDPOINTS", &etcd.url)
+            .output()
+            .unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    // An explicit config path that does not exist is an error naming it.
+    let o = run(&["get", "gnp"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("/nonexistent-calicoctl.cfg"),
+        "{}",
+        o.stderr
+    );
+
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(args)
+            .env("CALICO_ETCD_ENDPOINTS", &etcd.url)
+            .env("HOME", e.dir.path())
+            .output()
+            .unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    if Path::new("/etc/calico/calicoctl.cfg").exists() {
+        eprintln!(
+            "SKIP etcd_backend_from_environment: /etc/calico/calicoctl.cfg overrides the environment"
+        );
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while run(&["get", "tiers"]).code != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcd not ready in 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let f = e.write("p.yaml", &format!("{}---\n{}", gnp("e1"), gnp("e2")));
+    let o = run(&["apply", "-f", &f]);
+    ok(&o);
+    assert_eq!(
+        o.stdout,
+        "Successfully applied 2 'GlobalNetworkPolicy' resource(s)\n"
+    );
+    let o = run(&["get", "gnp"]);
+    ok(&o);
+    assert_eq!(o.stdout, "NAME   \ne1     \ne2     \n\n");
+    let rv = yaml(&run(&["get", "gnp", "e1", "-o", "yaml"]).stdout)["metadata"]["resourceVersion"]
+        .clone();
+    ok(&run(&["apply", "-f", &f]));
+    let rv2 = yaml(&run(&["get", "gnp", "e1", "-o", "yaml"]).stdout)["metadata"]["resourceVersion"]
+        .clone();
+    assert_eq!(rv, rv2, "no-op apply on etcd");
+    ok(&run(&["delete", "-f", &f]));
+    assert_eq!(run(&["get", "gnp"]).stdout, "NAME   \n\n");
+}
