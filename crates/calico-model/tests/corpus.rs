@@ -47,6 +47,17 @@ fn check_valid_doc(value: serde_json::Value) -> Result<String, String> {
             "round trip changed the resource:\n before: {r:?}\n after:  {back:?}"
         ));
     }
+    // The same through YAML text, as `calicoctl get -o yaml` followed by `apply` does it.
+    let yaml = serde_saphyr::to_string(&out).map_err(|e| format!("render YAML: {e}"))?;
+    let docs =
+        parse_documents(&yaml, "rendered").map_err(|e| format!("re-parse YAML: {e}\n{yaml}"))?;
+    let [doc] = <[serde_json::Value; 1]>::try_from(docs)
+        .map_err(|d| format!("rendered YAML holds {} documents", d.len()))?;
+    let from_yaml =
+        AnyResource::from_value(doc).map_err(|e| format!("re-parse of own YAML: {e}\n{yaml}"))?;
+    if from_yaml != r {
+        return Err(format!("YAML round trip changed the resource:\n{yaml}"));
+    }
     // Defaulting must be idempotent, or `get -o yaml | apply` would change the object.
     let mut again = back.clone();
     again.apply_defaults();

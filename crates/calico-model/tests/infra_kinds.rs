@@ -25,6 +25,12 @@ fn ok(yaml: &str) -> AnyResource {
     let r = load(yaml).unwrap_or_else(|e| panic!("expected valid, got: {e}\n{yaml}"));
     let back = AnyResource::from_value(r.to_value()).expect("re-parse own output");
     assert_eq!(back, r, "round trip changed the resource");
+    // And through YAML text, as `get -o yaml | apply` does.
+    let text = serde_saphyr::to_string(&r.to_value()).expect("render YAML");
+    let docs = parse_documents(&text, "rendered").expect("re-parse rendered YAML");
+    let again = AnyResource::from_value(docs.into_iter().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("re-parse of own YAML failed: {e}\n{text}"));
+    assert_eq!(again, r, "YAML round trip changed the resource:\n{text}");
     r
 }
 
