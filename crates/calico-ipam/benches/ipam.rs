@@ -34,6 +34,7 @@ fn bench_core() {
     let me = Affinity::host("n");
     let none = Reservations::default();
     let mut b = AllocationBlock::new(cidr, OffsetDateTime::UNIX_EPOCH).unwrap();
+    b.set_affinity(&me, OffsetDateTime::UNIX_EPOCH);
     let handles: Vec<String> = (0..64)
         .map(|i| format!("k8s-pod-network.{i:064}"))
         .collect();
@@ -167,10 +168,10 @@ async fn bench_client(label: &str, kv: Arc<dyn KvStore>) {
             start.elapsed(),
         );
     }
-    let report_ = c.check(&calico_ipam::LiveWorkloads::from_handles(
+    let live = calico_ipam::LiveWorkloads::from_handles(
         (0..32).flat_map(|t| (0..20).map(move |i| format!("par-{t}-{i}"))),
-    ));
-    let r = report_.await.unwrap();
+    );
+    let r = c.check(&live).await.unwrap();
     assert_eq!(r.problem_count(), 0, "{}", r.to_json_pretty());
 }
 
