@@ -87,6 +87,11 @@ fn ippool_defaults_v4_and_v6() {
 
     let r = ok(&pool("  cidr: fd00:10::/48"));
     assert_eq!(spec_json(&r)["blockSize"], 122);
+    // The CIDR is stored in canonical form.
+    let r = ok(&pool("  cidr: 'FD00:0010:0000::/48'"));
+    assert_eq!(spec_json(&r)["cidr"], "fd00:10::/48");
+    let r = ok(&pool("  cidr: 10.0.0.0\n  disabled: true"));
+    assert_eq!(spec_json(&r)["cidr"], "10.0.0.0/32");
 }
 
 #[test]

@@ -253,6 +253,14 @@ impl Spec for IPPoolSpec {
     }
 
     fn apply_defaults(_meta: &mut ObjectMeta, spec: &mut Self) {
+        // Upstream stores the canonical form of a valid, strictly masked CIDR (`FD00::/64` →
+        // `fd00::/64`, a bare address → `/32` or `/128`). Anything else is left for validation
+        // to report as written.
+        if let Some((ip, len)) = parse_cidr_or_ip(&spec.cidr)
+            && network_of(ip, len) == ip
+        {
+            spec.cidr = format!("{ip}/{len}");
+        }
         if spec.block_size == 0 {
             match spec.ip_version() {
                 Some(4) => spec.block_size = DEFAULT_BLOCK_SIZE_V4,
