@@ -920,6 +920,9 @@ fn felix_numeric_bounds() {
             &[&format!("spec.{field}")],
         );
     }
+    // Mark masks are usually written in hex; YAML reads 0x… as an integer.
+    let r = ok(&felix("default", "  iptablesMarkMask: 0xffff0000"));
+    assert_eq!(spec_json(&r)["iptablesMarkMask"], 0xffff_0000_u32);
     bad(&felix("default", "  ipipMTU: 1.5"), &["spec.ipipMTU"]);
     bad(&felix("default", "  ipipMTU: big"), &["spec.ipipMTU"]);
 }
