@@ -533,9 +533,21 @@ impl SqliteStore {
         let mut last = after_revision;
         loop {
             let p = prefix.clone();
-            let batch = self
+            let batch = match self
                 .blocking(move |inner| inner.read(|tx| read_watch_batch(tx, &p, last)))
-                .await?;
+                .await
+            {
+                Ok(batch) => batch,
+                // A locked file (e.g. another process recovering the WAL) passes: retry.
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, last, "sqlite store: watch read failed, retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.inner.opts.poll_interval * 4) => continue,
+                        () = out.closed() => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             match batch {
                 WatchBatch::Compacted(compact_revision) => {
                     let _ = out
