@@ -280,6 +280,26 @@ fn ippool_selectors_and_deprecated_fields() {
 }
 
 #[test]
+fn null_values_read_as_unset() {
+    // A YAML key without a value is null; upstream (Go) decodes it as the zero value.
+    let r = ok(&pool(
+        "  cidr: 10.0.0.0/24\n  nodeSelector:\n  allowedUses:\n  natOutgoing:",
+    ));
+    assert_eq!(spec_json(&r)["nodeSelector"], "all()");
+    ok(&peer(
+        "  peerIP: 10.0.0.1\n  asNumber: 64512\n  peerSelector:\n  filters:",
+    ));
+    ok(&kind(
+        "KubeControllersConfiguration",
+        "default",
+        "  controllers:",
+    ));
+    ok(&node(
+        "  bgp:\n    ipv4Address: 10.0.0.1/24\n    ipv6Address:",
+    ));
+}
+
+#[test]
 fn ippool_metadata_rules() {
     bad(
         &kind("IPPool", "Bad_Name", "  cidr: 10.0.0.0/24"),

@@ -13,9 +13,9 @@ use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{
-    is_dns1123_subdomain, is_resource_name, network_of, parse_cidr_or_ip, parse_ip, validate_cidr,
-    validate_duration, validate_ip, validate_meta_labels_annotations, validate_resource_name,
-    validate_selector,
+    is_dns1123_subdomain, is_resource_name, network_of, null_as_default, parse_cidr_or_ip,
+    parse_ip, validate_cidr, validate_duration, validate_ip, validate_meta_labels_annotations,
+    validate_resource_name, validate_selector,
 };
 
 /// A BGP AS number. Accepts a JSON number, a decimal string or the `asdot` form `<high>.<low>`;
@@ -82,7 +82,11 @@ impl<'de> Deserialize<'de> for AsNumber {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeySelector {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub name: String,
     #[serde(default)]
     pub key: String,
@@ -102,7 +106,11 @@ pub struct BGPPassword {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceIPBlock {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cidr: String,
 }
 
@@ -110,9 +118,17 @@ pub struct ServiceIPBlock {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Community {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub value: String,
 }
 
@@ -120,10 +136,18 @@ pub struct Community {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrefixAdvertisement {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cidr: String,
     /// Community names (from `spec.communities`) or literal values.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub communities: Vec<String>,
 }
 
@@ -157,7 +181,11 @@ pub enum ClusterRoutesMode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPConfigurationSpec {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub log_severity_screen: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_to_node_mesh_enabled: Option<bool>,
@@ -183,9 +211,17 @@ pub struct BGPConfigurationSpec {
     pub service_cluster_ips: Vec<ServiceIPBlock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen_port: Option<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub communities: Vec<Community>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub prefix_advertisements: Vec<PrefixAdvertisement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_password: Option<BGPPassword>,
@@ -195,7 +231,11 @@ pub struct BGPConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_mode: Option<BindMode>,
     /// Interface globs excluded from `protocol direct`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub ignored_interfaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_load_balancer_aggregation: Option<EnabledDisabled>,
@@ -278,12 +318,25 @@ pub enum ReversePeering {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPPeerSpec {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub node: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub node_selector: String,
     /// `ip`, `ipv4:port` or `[ipv6]:port`.
-    #[serde(default, rename = "peerIP", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        rename = "peerIP",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub peer_ip: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<AsNumber>,
@@ -293,10 +346,18 @@ pub struct BGPPeerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub local_as_number: Option<AsNumber>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub peer_selector: String,
     /// Deprecated in favour of `nextHopMode`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub keep_original_next_hop: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_hop_mode: Option<NextHopMode>,
@@ -330,12 +391,24 @@ pub struct BGPPeerSpec {
     )]
     pub ttl_security: Option<i64>,
     /// Ordered `BGPFilter` names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub filters: Vec<String>,
     /// Gateway through which `peerIP` is reached (adds a /32 or /128 static route).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub reachable_by: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub local_workload_selector: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_peering: Option<ReversePeering>,
@@ -436,14 +509,22 @@ pub struct FilterOperation {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPFilterRule {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cidr: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_length: Option<FilterPrefixLength>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<FilterMatchSource>,
     /// Interface glob (`*.calico`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_operator: Option<MatchOperator>,
@@ -460,7 +541,11 @@ pub struct BGPFilterRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     pub action: FilterAction,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub operations: Vec<FilterOperation>,
 }
 
@@ -468,13 +553,33 @@ pub struct BGPFilterRule {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPFilterSpec {
-    #[serde(default, rename = "exportV4", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        rename = "exportV4",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub export_v4: Vec<BGPFilterRule>,
-    #[serde(default, rename = "importV4", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        rename = "importV4",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub import_v4: Vec<BGPFilterRule>,
-    #[serde(default, rename = "exportV6", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        rename = "exportV6",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub export_v6: Vec<BGPFilterRule>,
-    #[serde(default, rename = "importV6", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        rename = "importV6",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub import_v6: Vec<BGPFilterRule>,
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
+use crate::resources::common::null_as_default;
 use crate::resources::common::validate_meta_labels_annotations;
 
 /// `spec` of the `ClusterInformation` singleton.
@@ -20,14 +21,26 @@ pub struct ClusterInformationSpec {
     )]
     pub cluster_guid: String,
     /// Free-form comma-separated list, e.g. `k8s,bgp`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cluster_type: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub calico_version: String,
     /// False stops CNI and Felix from acting (e.g. during a datastore migration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore_ready: Option<bool>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub variant: String,
 }
 

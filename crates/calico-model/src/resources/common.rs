@@ -6,7 +6,8 @@ use crate::error::Errors;
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -426,7 +427,8 @@ pub fn is_resource_name(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -435,7 +437,10 @@ pub fn is_resource_name(s: &str) -> bool {
 /// Validates `metadata.name` with [`is_resource_name`].
 pub fn validate_resource_name(path: &str, s: &str, errs: &mut Errors) {
     if s.len() > 253 {
-        errs.push(path, format!("name is too long by {} bytes (at most 253)", s.len() - 253));
+        errs.push(
+            path,
+            format!("name is too long by {} bytes (at most 253)", s.len() - 253),
+        );
     } else if !is_resource_name(s) {
         errs.push(
             path,
@@ -445,4 +450,16 @@ pub fn validate_resource_name(path: &str, s: &str, errs: &mut Errors) {
             ),
         );
     }
+}
+
+/// Deserializes an explicit `null` as the type's default, as Go's JSON decoding leaves a field at
+/// its zero value for `null` (a YAML key with no value, `nodeSelector:`, is `null`). Use with
+/// `#[serde(default, deserialize_with = "...")]`.
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    use serde::Deserialize as _;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }

@@ -15,18 +15,27 @@ use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::bgp::LOG_LEVELS;
 use crate::resources::common::{
-    is_dns1123_label, parse_cidr_or_ip, parse_go_duration, validate_cidr, validate_duration,
-    validate_ip, validate_meta_labels_annotations, validate_resource_name, validate_selector,
+    is_dns1123_label, null_as_default, parse_cidr_or_ip, parse_go_duration, validate_cidr,
+    validate_duration, validate_ip, validate_meta_labels_annotations, validate_resource_name,
+    validate_selector,
 };
 
 /// A protocol/port (and optional source/destination CIDR) that Felix always allows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProtoPort {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub protocol: String,
     pub port: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub net: String,
 }
 

@@ -13,7 +13,7 @@ use crate::error::Errors;
 use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::common::{
-    network_of, parse_cidr_or_ip, prefixes_overlap, validate_cidr,
+    network_of, null_as_default, parse_cidr_or_ip, prefixes_overlap, validate_cidr,
     validate_meta_labels_annotations, validate_resource_name, validate_selector,
 };
 
@@ -52,9 +52,17 @@ pub enum AssignmentMode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPIPConfiguration {
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub enabled: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub mode: String,
 }
 
@@ -69,9 +77,17 @@ pub struct IPPoolSpec {
     pub vxlan_mode: Option<EncapMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipip_mode: Option<EncapMode>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub nat_outgoing: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub disabled: bool,
     #[serde(
         default,
@@ -80,11 +96,23 @@ pub struct IPPoolSpec {
     )]
     pub disable_bgp_export: bool,
     /// Prefix length of the blocks carved from the pool; 0 means "default for the family".
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub block_size: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub node_selector: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub namespace_selector: String,
     /// Deprecated (API v1); must not be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +124,11 @@ pub struct IPPoolSpec {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub nat_outgoing_v1: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub allowed_uses: Vec<AllowedUse>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment_mode: Option<AssignmentMode>,
@@ -133,7 +165,11 @@ pub struct IPAMConfigurationSpec {
     #[serde(default = "default_true")]
     pub auto_allocate_blocks: bool,
     /// Maximum number of blocks affine to one host; 0 means the allocator default (20).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub max_blocks_per_host: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_virt_vm_address_persistence: Option<VMAddressPersistence>,

@@ -10,8 +10,8 @@ use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::bgp::EnabledDisabled;
 use crate::resources::common::{
-    is_dns1123_subdomain, validate_cidr, validate_duration, validate_meta_labels_annotations,
-    validate_selector,
+    is_dns1123_subdomain, null_as_default, validate_cidr, validate_duration,
+    validate_meta_labels_annotations, validate_selector,
 };
 
 /// Which services get LoadBalancer IPs assigned.
@@ -34,7 +34,11 @@ pub struct ReconcilerConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutoHostEndpointTemplate {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub generate_name: String,
     #[serde(
         default,
@@ -43,7 +47,11 @@ pub struct AutoHostEndpointTemplate {
     )]
     pub interface_cidrs: Vec<String>,
     /// Regular expression over interface names.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface_pattern: String,
     #[serde(
         default,
@@ -57,7 +65,11 @@ pub struct AutoHostEndpointTemplate {
         deserialize_with = "crate::load::string_map"
     )]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub node_selector: String,
 }
 
@@ -69,7 +81,11 @@ pub struct AutoHostEndpointConfig {
     pub auto_create: Option<EnabledDisabled>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_default_host_endpoint: Option<EnabledDisabled>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub templates: Vec<AutoHostEndpointTemplate>,
 }
 
@@ -133,7 +149,11 @@ pub struct ControllersConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubeControllersConfigurationSpec {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub log_severity_screen: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_checks: Option<EnabledDisabled>,
@@ -147,7 +167,7 @@ pub struct KubeControllersConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_metrics_port: Option<i64>,
     /// Always written (upstream has no `omitempty` here).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub controllers: ControllersConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_profile_port: Option<i64>,

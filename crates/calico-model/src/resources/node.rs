@@ -9,8 +9,8 @@ use crate::meta::ObjectMeta;
 use crate::resource::Spec;
 use crate::resources::bgp::AsNumber;
 use crate::resources::common::{
-    is_dns1123_subdomain, is_valid_mac, parse_cidr_or_ip, validate_cidr, validate_ip,
-    validate_meta_labels_annotations, validate_resource_name,
+    is_dns1123_subdomain, is_valid_mac, null_as_default, parse_cidr_or_ip, validate_cidr,
+    validate_ip, validate_meta_labels_annotations, validate_resource_name,
 };
 
 /// BGP settings of one node.
@@ -53,7 +53,11 @@ pub struct NodeBGPSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrchRef {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub node_name: String,
     #[serde(default)]
     pub orchestrator: String,
@@ -84,7 +88,12 @@ pub struct NodeAddress {
     #[serde(default)]
     pub address: String,
     /// `CalicoNodeIP`, `InternalIP` or `ExternalIP`.
-    #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        rename = "type",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub address_type: String,
 }
 
@@ -92,9 +101,17 @@ pub struct NodeAddress {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeInterface {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub name: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub addresses: Vec<String>,
 }
 
@@ -128,13 +145,25 @@ pub struct NodeSpec {
         skip_serializing_if = "String::is_empty"
     )]
     pub vxlan_tunnel_mac_addr_v6: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub orch_refs: Vec<OrchRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<NodeWireguardSpec>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub addresses: Vec<NodeAddress>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub interfaces: Vec<NodeInterface>,
 }
 
@@ -142,7 +171,11 @@ pub struct NodeSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeStatus {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub wireguard_public_key: String,
     #[serde(
         default,
@@ -150,7 +183,12 @@ pub struct NodeStatus {
         skip_serializing_if = "String::is_empty"
     )]
     pub wireguard_public_key_v6: String,
-    #[serde(default, rename = "podCIDRs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        rename = "podCIDRs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub pod_cidrs: Vec<String>,
 }
 
