@@ -972,6 +972,8 @@ async fn watch_sees_other_process_writes(b: &Backend) {
 async fn ttl_expiry_deletes_keys(b: &Backend) {
     let s = &*b.store;
     let p = prefix(b, "ttl");
+    // The lease cannot end before 1 s after the grant request was sent.
+    let granted = Instant::now();
     let lease = s.grant_lease(Duration::from_secs(1)).await.unwrap();
     let start = s.current_revision().await.unwrap();
     s.create(&format!("{p}a"), b"a".to_vec(), Some(lease))
@@ -988,7 +990,6 @@ async fn ttl_expiry_deletes_keys(b: &Backend) {
         Some(lease)
     );
     let mut w = s.watch(&p, start).await.unwrap();
-    let t0 = Instant::now();
     let evs = next_events(&mut w, 3).await;
     assert!(evs.iter().all(|e| matches!(e, WatchEvent::Put { .. })));
     let mut deleted = Vec::new();
@@ -1006,9 +1007,9 @@ async fn ttl_expiry_deletes_keys(b: &Backend) {
             other => panic!("expected a delete by lease expiry, got {other:?}"),
         }
     }
-    let elapsed = t0.elapsed();
+    let elapsed = granted.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(700),
+        elapsed >= Duration::from_millis(950),
         "deleted too early: {elapsed:?}"
     );
     deleted.sort();
@@ -1034,7 +1035,9 @@ async fn keep_alive_extends(b: &Backend) {
         .await
         .unwrap();
     let t0 = Instant::now();
+    let mut last_keep_alive = t0;
     while t0.elapsed() < Duration::from_millis(4500) {
+        last_keep_alive = Instant::now();
         s.keep_alive(lease).await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
@@ -1043,20 +1046,22 @@ async fn keep_alive_extends(b: &Backend) {
         "key of a kept-alive lease vanished after {:?}",
         t0.elapsed()
     );
-    let stopped = Instant::now();
     loop {
         if s.get(&format!("{p}a")).await.unwrap().is_none() {
             break;
         }
         assert!(
-            stopped.elapsed() < Duration::from_secs(8),
+            last_keep_alive.elapsed() < Duration::from_secs(10),
             "key not deleted after keep-alives stopped"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The last keep-alive reached the store after `last_keep_alive`, so the 2 s TTL counts
+    // from then at the earliest.
     assert!(
-        stopped.elapsed() >= Duration::from_millis(1500),
-        "expired before its TTL"
+        last_keep_alive.elapsed() >= Duration::from_millis(1900),
+        "expired {:?} after the last keep-alive, before its TTL",
+        last_keep_alive.elapsed()
     );
 }
 
