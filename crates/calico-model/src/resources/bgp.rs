@@ -193,18 +193,21 @@ pub struct BGPConfigurationSpec {
     pub as_number: Option<AsNumber>,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "serviceLoadBalancerIPs",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub service_load_balancer_ips: Vec<ServiceIPBlock>,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "serviceExternalIPs",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub service_external_ips: Vec<ServiceIPBlock>,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "serviceClusterIPs",
         skip_serializing_if = "Vec::is_empty"
     )]
@@ -241,12 +244,14 @@ pub struct BGPConfigurationSpec {
     pub service_load_balancer_aggregation: Option<EnabledDisabled>,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "localWorkloadPeeringIPV4",
         skip_serializing_if = "String::is_empty"
     )]
     pub local_workload_peering_ipv4: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "localWorkloadPeeringIPV6",
         skip_serializing_if = "String::is_empty"
     )]
@@ -534,6 +539,7 @@ pub struct BGPFilterRule {
     pub communities: Option<FilterCommunityMatch>,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "asPathPrefix",
         skip_serializing_if = "Vec::is_empty"
     )]

@@ -16,6 +16,7 @@ pub struct ClusterInformationSpec {
     /// Unique identifier of the cluster.
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "clusterGUID",
         skip_serializing_if = "String::is_empty"
     )]

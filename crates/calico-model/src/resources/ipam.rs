@@ -91,6 +91,7 @@ pub struct IPPoolSpec {
     pub disabled: bool,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "disableBGPExport",
         skip_serializing_if = "std::ops::Not::not"
     )]
@@ -120,6 +121,7 @@ pub struct IPPoolSpec {
     /// Deprecated (API v1); must not be true.
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "nat-outgoing",
         skip_serializing_if = "std::ops::Not::not"
     )]
@@ -141,6 +143,7 @@ pub struct IPReservationSpec {
     /// CIDRs or bare addresses, either family.
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "reservedCIDRs",
         skip_serializing_if = "Vec::is_empty"
     )]

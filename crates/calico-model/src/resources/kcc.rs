@@ -42,6 +42,7 @@ pub struct AutoHostEndpointTemplate {
     pub generate_name: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "interfaceCIDRs",
         skip_serializing_if = "Vec::is_empty"
     )]

@@ -23,6 +23,7 @@ pub struct NodeBGPSpec {
     /// `a.b.c.d/len`: the node's IPv4 address and subnet.
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "ipv4Address",
         skip_serializing_if = "String::is_empty"
     )]
@@ -30,12 +31,14 @@ pub struct NodeBGPSpec {
     /// `x::y/len`: the node's IPv6 address and subnet.
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "ipv6Address",
         skip_serializing_if = "String::is_empty"
     )]
     pub ipv6_address: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "ipv4IPIPTunnelAddr",
         skip_serializing_if = "String::is_empty"
     )]
@@ -43,6 +46,7 @@ pub struct NodeBGPSpec {
     /// IPv4-formatted cluster ID; makes the node a route reflector.
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "routeReflectorClusterID",
         skip_serializing_if = "String::is_empty"
     )]
@@ -69,12 +73,14 @@ pub struct OrchRef {
 pub struct NodeWireguardSpec {
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "interfaceIPv4Address",
         skip_serializing_if = "String::is_empty"
     )]
     pub interface_ipv4_address: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "interfaceIPv6Address",
         skip_serializing_if = "String::is_empty"
     )]
@@ -123,24 +129,28 @@ pub struct NodeSpec {
     pub bgp: Option<NodeBGPSpec>,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "ipv4VXLANTunnelAddr",
         skip_serializing_if = "String::is_empty"
     )]
     pub ipv4_vxlan_tunnel_addr: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "vxlanTunnelMACAddr",
         skip_serializing_if = "String::is_empty"
     )]
     pub vxlan_tunnel_mac_addr: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "ipv6VXLANTunnelAddr",
         skip_serializing_if = "String::is_empty"
     )]
     pub ipv6_vxlan_tunnel_addr: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "vxlanTunnelMACAddrV6",
         skip_serializing_if = "String::is_empty"
     )]
@@ -179,6 +189,7 @@ pub struct NodeStatus {
     pub wireguard_public_key: String,
     #[serde(
         default,
+        deserialize_with = "null_as_default",
         rename = "wireguardPublicKeyV6",
         skip_serializing_if = "String::is_empty"
     )]
