@@ -536,9 +536,13 @@ async fn get_command(ctx: &Ctx, a: cli::GetArgs) -> anyhow::Result<i32> {
             .list(info, ns.as_deref())
             .await
             .map_err(|e| anyhow!("Failed to get resources: {e}"))?;
+        let mut items = list.items;
+        if info.kind == "Tier" {
+            sort_tiers(&mut items);
+        }
         got.push(Got::List {
             kind: info,
-            items: list.items,
+            items,
             revision: list.revision,
         });
     } else {
@@ -645,6 +649,17 @@ async fn get_command(ctx: &Ctx, a: cli::GetArgs) -> anyhow::Result<i32> {
         eprintln!("{}", errs.join("\n"));
         Ok(1)
     }
+}
+
+/// Tiers are listed by order, unset orders last (stable), as upstream's `get tiers`.
+fn sort_tiers(items: &mut [AnyResource]) {
+    let order = |r: &AnyResource| r.to_value()["spec"]["order"].as_f64();
+    items.sort_by(|a, b| match (order(a), order(b)) {
+        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
 }
 
 fn got_value(g: &Got) -> Value {

@@ -321,8 +321,8 @@ enum Col {
     Str(&'static str),
     /// `{{.Spec.X}}` of a non-pointer bool (`false` when absent).
     Bool(&'static str),
-    /// `{{.Spec.X}}` of a pointer (`<nil>` when absent).
-    Ptr(&'static str),
+    /// `{{.Spec.X}}` of a `*float64`: Go's `%v` (`1e+06`), `<nil>` when absent.
+    Float(&'static str),
     /// `{{join .Spec.X ","}}`.
     Join(&'static str),
     /// Like Str but `Never` when empty.
@@ -333,6 +333,12 @@ enum Col {
     Workload,
     /// Node's `spec.bgp.<field>`.
     NodeBgp(&'static str),
+    /// `{{joinAndTruncate .Spec.X "," 80}}`.
+    JoinTrunc(&'static str),
+    /// `{{if .Spec.X}}{{.Spec.X}}{{else}}-{{end}}` of a pointer.
+    OrDash(&'static str),
+    /// `{{join .Spec.X ","}}` of a map: sorted `k=v`.
+    JoinMap(&'static str),
 }
 
 struct KindColumns {
@@ -344,18 +350,17 @@ struct KindColumns {
 const POLICY_COLS: &[(&str, Col)] = &[
     ("NAME", Col::Name),
     ("NAMESPACE", Col::Namespace),
-    ("ORDER", Col::Ptr("order")),
+    ("ORDER", Col::Float("order")),
     ("SELECTOR", Col::Str("selector")),
     ("TIER", Col::Str("tier")),
 ];
 const GLOBAL_POLICY_COLS: &[(&str, Col)] = &[
     ("NAME", Col::Name),
-    ("ORDER", Col::Ptr("order")),
+    ("ORDER", Col::Float("order")),
     ("SELECTOR", Col::Str("selector")),
     ("TIER", Col::Str("tier")),
 ];
 const NAME_ONLY: &[(&str, Col)] = &[("NAME", Col::Name)];
-const NAME_NS: &[(&str, Col)] = &[("NAME", Col::Name), ("NAMESPACE", Col::Namespace)];
 
 fn columns(kind: &str) -> KindColumns {
     match kind {
@@ -371,11 +376,37 @@ fn columns(kind: &str) -> KindColumns {
         },
         "Tier" => KindColumns {
             ps: &["NAME", "ORDER"],
-            wide: &["NAME", "ORDER", "DEFAULTACTION"],
+            wide: &["NAME", "ORDER"],
+            cols: &[("NAME", Col::Name), ("ORDER", Col::Float("order"))],
+        },
+        "Profile" => KindColumns {
+            ps: &["NAME"],
+            wide: &["NAME", "LABELS"],
             cols: &[
                 ("NAME", Col::Name),
-                ("ORDER", Col::Ptr("order")),
-                ("DEFAULTACTION", Col::Ptr("defaultAction")),
+                ("LABELS", Col::JoinMap("labelsToApply")),
+            ],
+        },
+        "NetworkSet" => KindColumns {
+            ps: &["NAME"],
+            wide: &["NAME", "NETS"],
+            cols: &[
+                ("NAME", Col::Name),
+                ("NAMESPACE", Col::Namespace),
+                ("NETS", Col::JoinTrunc("nets")),
+            ],
+        },
+        "GlobalNetworkSet" => KindColumns {
+            ps: &["NAME"],
+            wide: &["NAME", "NETS"],
+            cols: &[("NAME", Col::Name), ("NETS", Col::JoinTrunc("nets"))],
+        },
+        "IPReservation" => KindColumns {
+            ps: &["NAME"],
+            wide: &["NAME", "CIDRS"],
+            cols: &[
+                ("NAME", Col::Name),
+                ("CIDRS", Col::JoinTrunc("reservedCIDRs")),
             ],
         },
         "IPPool" => KindColumns {
@@ -417,8 +448,8 @@ fn columns(kind: &str) -> KindColumns {
             cols: &[
                 ("NAME", Col::Name),
                 ("LOGSEVERITY", Col::Str("logSeverityScreen")),
-                ("MESHENABLED", Col::Ptr("nodeToNodeMeshEnabled")),
-                ("ASNUMBER", Col::Ptr("asNumber")),
+                ("MESHENABLED", Col::OrDash("nodeToNodeMeshEnabled")),
+                ("ASNUMBER", Col::OrDash("asNumber")),
             ],
         },
         "HostEndpoint" => KindColumns {
@@ -465,11 +496,6 @@ fn columns(kind: &str) -> KindColumns {
                 ("IPV6", Col::NodeBgp("ipv6Address")),
             ],
         },
-        "NetworkSet" => KindColumns {
-            ps: &["NAME"],
-            wide: &["NAME"],
-            cols: NAME_NS,
-        },
         _ => KindColumns {
             ps: &["NAME"],
             wide: &["NAME"],
@@ -495,8 +521,9 @@ fn cell(col: Col, v: &Value) -> String {
             Some(Value::Bool(b)) => b.to_string(),
             _ => "false".to_string(),
         },
-        Col::Ptr(f) => match field(f) {
+        Col::Float(f) => match field(f) {
             None | Some(Value::Null) => "<nil>".to_string(),
+            Some(Value::Number(n)) => n.as_f64().map(go_float).unwrap_or_else(|| n.to_string()),
             x => text(x),
         },
         Col::Join(f) => match field(f) {
@@ -526,6 +553,38 @@ fn cell(col: Col, v: &Value) -> String {
             let w = text(field("workload"));
             if w.is_empty() { text(field("pod")) } else { w }
         }
+        Col::JoinTrunc(f) => {
+            let joined = match field(f) {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| text(Some(i)))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                x => text(x),
+            };
+            if joined.chars().count() > 80 {
+                let mut t: String = joined.chars().take(77).collect();
+                t.push_str("...");
+                t
+            } else {
+                joined
+            }
+        }
+        Col::OrDash(f) => match field(f) {
+            None | Some(Value::Null) => "-".to_string(),
+            x => text(x),
+        },
+        Col::JoinMap(f) => match field(f) {
+            Some(Value::Object(m)) => {
+                let mut kv: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", text(Some(v))))
+                    .collect();
+                kv.sort();
+                kv.join(",")
+            }
+            _ => String::new(),
+        },
         Col::NodeBgp(f) => match spec.and_then(|s| s.get("bgp")) {
             Some(bgp) if bgp.is_object() => text(bgp.get(f)),
             _ => String::new(),
@@ -685,6 +744,25 @@ spec:
             "{s}"
         );
         assert!(s.contains("\"order\": 5\n"), "{s}");
+    }
+
+    #[test]
+    fn truncation_and_dash() {
+        let kind = KindInfo::lookup("globalnetworkset").unwrap();
+        let nets: Vec<String> = (0..20).map(|i| format!("10.0.{i}.0/24")).collect();
+        let items = vec![json!({"metadata": {"name": "n"}, "spec": {"nets": nets}})];
+        let t = table(kind, &items, &TableStyle::Wide, false).unwrap();
+        let row = t.lines().nth(1).unwrap().trim_end();
+        assert!(row.ends_with("..."), "{row}");
+        assert_eq!(row.trim_start_matches("n").trim_start().chars().count(), 80);
+        let kind = KindInfo::lookup("bgpconfiguration").unwrap();
+        let items =
+            vec![json!({"metadata": {"name": "default"}, "spec": {"logSeverityScreen": "Info"}})];
+        let t = table(kind, &items, &TableStyle::Ps, false).unwrap();
+        assert_eq!(
+            t.lines().nth(1).unwrap(),
+            "default   Info          -             -          "
+        );
     }
 
     #[test]
