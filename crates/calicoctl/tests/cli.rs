@@ -658,7 +658,14 @@ fn missing_fields(want: &Value, got: &Value, path: &str) -> Option<String> {
                     continue;
                 }
                 let p = format!("{path}.{k}");
-                match g.get(k) {
+                // Go's JSON decoding matches field names case-insensitively, so upstream (and
+                // the model) write `loadbalancer` back as `loadBalancer`.
+                let found = g.get(k).or_else(|| {
+                    g.iter()
+                        .find(|(gk, _)| gk.eq_ignore_ascii_case(k))
+                        .map(|(_, v)| v)
+                });
+                match found {
                     None => return Some(p),
                     Some(gv) => {
                         if let Some(m) = missing_fields(v, gv, &p) {
