@@ -51,7 +51,7 @@ fn host_routes(addrs: &[IpNet]) -> impl Iterator<Item = IpNet> + '_ {
 /// Builds everything. On error the caller runs [`teardown`].
 pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
     let netns = open_netns(&plan.netns_path)?;
-    let host_ns = NetNs::current()
+    let host_ns = NetNs::process()
         .map_err(|e| CniError::plugin("cannot open the host netns", e.to_string()))?;
     let host = RtNetlink::connect().map_err(|e| nl_err("netlink (host)".into(), e))?;
     let cont = RtNetlink::connect_in(&netns)
@@ -156,8 +156,10 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
         })?;
     let csys = ProcSysctl::in_netns(netns.clone());
     if has_v6 {
-        let _ = csys.set(&format!("net.ipv6.conf.{}.accept_dad", plan.ifname), "0");
-        let _ = csys.set(&format!("net.ipv6.conf.{}.disable_ipv6", plan.ifname), "0");
+        // Best effort: a kernel booted without IPv6 has no such keys, and ADD then fails later
+        // with a clearer error when the address is added.
+        let _ = csys.set_iface(&plan.ifname, IfaceKey::AcceptDad, "0");
+        let _ = csys.set_iface(&plan.ifname, IfaceKey::DisableIpv6, "0");
     }
     cont.set_link_up(cont_link.index, true)
         .await
