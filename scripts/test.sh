@@ -15,4 +15,3 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@" -- --test-threads 2
 fi
-echo "== benches build"; cargo bench --workspace --no-run -q
