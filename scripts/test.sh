@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
-# Leftovers of a killed earlier run (namespaces, processes with our prefix) are swept first.
+# Lab tests sweep what killed earlier runs left (namespaces, processes) before they start.
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@"
 else
