@@ -105,6 +105,49 @@ fn bench_core() {
 }
 
 async fn bench_client(label: &str, kv: Arc<dyn KvStore>) {
+    // Raw store latency, for reading the figures below: one allocation costs about six reads
+    // (config, reservations, affinities, affinity, block, handle) and one transaction.
+    let n = 300;
+    let start = Instant::now();
+    for _ in 0..n {
+        kv.get("/calico/ipam/v2/config").await.unwrap();
+    }
+    report(&format!("{label}: raw kv get"), n, start.elapsed());
+    let start = Instant::now();
+    for i in 0..n {
+        kv.put(&format!("/bench/k{i}"), b"{}".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    report(&format!("{label}: raw kv put"), n, start.elapsed());
+    let start = Instant::now();
+    for _ in 0..n {
+        kv.list("/calico/ipam/v2/host/nobody/ipv4/block/")
+            .await
+            .unwrap();
+    }
+    report(
+        &format!("{label}: raw kv list (empty prefix)"),
+        n,
+        start.elapsed(),
+    );
+    let start = Instant::now();
+    for i in 0..n {
+        let ops = vec![
+            calico_datastore::TxnOp::Put {
+                key: format!("/bench/t{i}a"),
+                value: b"{}".to_vec(),
+                lease: None,
+            },
+            calico_datastore::TxnOp::Put {
+                key: format!("/bench/t{i}b"),
+                value: b"{}".to_vec(),
+                lease: None,
+            },
+        ];
+        kv.txn(ops).await.unwrap();
+    }
+    report(&format!("{label}: raw kv txn (2 puts)"), n, start.elapsed());
     let c =
         IpamClient::new(kv).with_pools(vec![PoolConfig::new("p", "10.0.0.0/16".parse().unwrap())]);
     let args = |host: &str, h: String| AutoAssignArgs {
