@@ -1185,69 +1185,79 @@ async fn killed_writer_leaves_consistent_store(b: &Backend) {
     let s = &*b.store;
     let p = prefix(b, "kill");
     let start = s.current_revision().await.unwrap();
-    let mut child = run_child(b, &format!("txn-writer:{p}")).await;
-    // Let it get well into its transactions, then SIGKILL it.
-    let t0 = Instant::now();
-    loop {
-        let n = match s.get(&format!("{p}counter")).await.unwrap() {
-            Some(kv) => std::str::from_utf8(&kv.value)
-                .unwrap()
-                .parse::<u64>()
-                .unwrap(),
-            None => 0,
-        };
-        if n >= 150 {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("txn writer exited early: {status}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "txn writer made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.start_kill().expect("SIGKILL the writer");
-    let status = child.wait().await.unwrap();
-    assert!(!status.success(), "writer should have been killed");
-
-    // A fresh handle (a new process would do the same) sees a consistent store.
-    let fresh = match &b.kind {
-        Kind::Sqlite { path, .. } => {
-            let fresh = SqliteStore::open(path).unwrap();
-            let report = fresh.check_consistency().await.unwrap();
-            assert!(
-                report.problems.is_empty(),
-                "inconsistent after SIGKILL: {report:?}"
-            );
-            Arc::new(fresh) as Arc<dyn KvStore>
-        }
-        Kind::Etcd { etcd, .. } => Arc::new(etcd.connect().await.unwrap()) as Arc<dyn KvStore>,
+    let read_counter = |kvs: &[KeyValue]| -> u64 {
+        kvs.iter()
+            .find(|kv| kv.key == format!("{p}counter"))
+            .map_or(0, |kv| {
+                std::str::from_utf8(&kv.value).unwrap().parse().unwrap()
+            })
     };
-    let listing = fresh.list(&p).await.unwrap();
-    let counter: u64 = listing
-        .kvs
-        .iter()
-        .find(|kv| kv.key == format!("{p}counter"))
-        .map(|kv| std::str::from_utf8(&kv.value).unwrap().parse().unwrap())
-        .expect("counter");
-    let logs = listing
-        .kvs
-        .iter()
-        .filter(|kv| kv.key.starts_with(&format!("{p}log/")))
-        .count();
-    assert_eq!(
-        logs as u64, counter,
-        "every committed txn wrote both its keys"
-    );
-    let evs = drain_history(&*fresh, &p, start).await;
-    let mut state = BTreeMap::new();
-    replay(&mut state, &evs);
-    assert_same_state(&state, &state_of(&listing.kvs), "history replay vs listing");
-    assert_eq!(evs.last().map(|e| e.revision()), Some(listing.revision));
+    let mut counter = 0;
+    let mut fresh: Option<Arc<dyn KvStore>> = None;
+    // Three writers in a row, each resuming from the counter and SIGKILLed at a different
+    // point of its stream of transactions.
+    for (cycle, progress) in [150_u64, 37, 61].into_iter().enumerate() {
+        let mut child = run_child(b, &format!("txn-writer:{p}")).await;
+        let t0 = Instant::now();
+        loop {
+            let n = read_counter(
+                &s.get(&format!("{p}counter"))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            );
+            if n >= counter + progress {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("txn writer {cycle} exited early: {status}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "txn writer {cycle} made no progress"
+            );
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        child.start_kill().expect("SIGKILL the writer");
+        let status = child.wait().await.unwrap();
+        assert!(!status.success(), "writer {cycle} should have been killed");
+
+        // A fresh handle (a new process would do the same) sees a consistent store.
+        let handle = match &b.kind {
+            Kind::Sqlite { path, .. } => {
+                let fresh = SqliteStore::open(path).unwrap();
+                let report = fresh.check_consistency().await.unwrap();
+                assert!(
+                    report.problems.is_empty(),
+                    "inconsistent after SIGKILL {cycle}: {report:?}"
+                );
+                Arc::new(fresh) as Arc<dyn KvStore>
+            }
+            Kind::Etcd { etcd, .. } => Arc::new(etcd.connect().await.unwrap()) as Arc<dyn KvStore>,
+        };
+        let listing = handle.list(&p).await.unwrap();
+        counter = read_counter(&listing.kvs);
+        let logs = listing
+            .kvs
+            .iter()
+            .filter(|kv| kv.key.starts_with(&format!("{p}log/")))
+            .count();
+        assert_eq!(
+            logs as u64, counter,
+            "every committed txn wrote both its keys"
+        );
+        let evs = drain_history(&*handle, &p, start).await;
+        let mut state = BTreeMap::new();
+        replay(&mut state, &evs);
+        assert_same_state(&state, &state_of(&listing.kvs), "history replay vs listing");
+        assert_eq!(evs.last().map(|e| e.revision()), Some(listing.revision));
+        fresh = Some(handle);
+    }
+    let fresh = fresh.expect("at least one cycle");
 
     // A subsequent writer works.
+    let before = fresh.current_revision().await.unwrap();
     let next = counter + 1;
     let rev = fresh
         .txn(vec![
@@ -1264,9 +1274,18 @@ async fn killed_writer_leaves_consistent_store(b: &Backend) {
         ])
         .await
         .unwrap();
-    assert!(rev > listing.revision);
+    assert!(rev > before);
+    assert_eq!(
+        fresh
+            .get(&format!("{p}counter"))
+            .await
+            .unwrap()
+            .unwrap()
+            .mod_revision,
+        rev
+    );
     eprintln!(
-        "[{}] writer killed after {counter} txns; store consistent",
+        "[{}] 3 writers SIGKILLed, {counter} txns committed; store consistent after each",
         b.name()
     );
 }
@@ -1867,7 +1886,11 @@ async fn child_main(mode: &str, spec: &str) {
         }
         // Endless transactions: bump the counter and create one log key, atomically.
         ["txn-writer", prefix] => {
-            let mut i: u64 = 0;
+            // Resume after the last committed transaction.
+            let mut i: u64 = match store.get(&format!("{prefix}counter")).await.expect("get") {
+                Some(kv) => std::str::from_utf8(&kv.value).unwrap().parse().unwrap(),
+                None => 0,
+            };
             loop {
                 i += 1;
                 store
