@@ -169,6 +169,88 @@ impl Client {
         }
     }
 
+    /// Creates many resources, batching writes into transactions. Results are in input order;
+    /// a resource that already exists (or is invalid) fails alone.
+    pub async fn create_many(
+        &self,
+        resources: Vec<AnyResource>,
+    ) -> Vec<Result<AnyResource, ClientError>> {
+        let mut results: Vec<Option<Result<AnyResource, ClientError>>> =
+            (0..resources.len()).map(|_| None).collect();
+        let mut known_tiers = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut pending: Vec<(usize, AnyResource)> = Vec::new();
+        let mut slow: Vec<(usize, AnyResource)> = Vec::new();
+        for (i, r) in resources.into_iter().enumerate() {
+            match self.prepare(r, &mut known_tiers).await {
+                Ok(mut r) => {
+                    if seen.insert(r.key()) {
+                        stamp_new(&mut r);
+                        pending.push((i, r));
+                    } else {
+                        slow.push((i, r));
+                    }
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut iter = pending.into_iter().peekable();
+        while iter.peek().is_some() {
+            let chunk: Vec<(usize, AnyResource)> = iter.by_ref().take(MAX_TXN_OPS).collect();
+            let ops = chunk
+                .iter()
+                .map(|(_, r)| TxnOp::Create {
+                    key: r.key(),
+                    value: encode(r),
+                    lease: None,
+                })
+                .collect();
+            match self.kv.txn(ops).await {
+                Ok(rev) => {
+                    for (i, mut r) in chunk {
+                        r.metadata_mut().resource_version = rev.to_string();
+                        results[i] = Some(Ok(r));
+                    }
+                }
+                // Some already exist (or the store is busy): one by one tells which.
+                Err(_) => {
+                    for (i, r) in chunk {
+                        results[i] = Some(self.create_prepared(r).await);
+                    }
+                }
+            }
+        }
+        for (i, mut r) in slow {
+            stamp_new(&mut r);
+            results[i] = Some(self.create_prepared(r).await);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ClientError::Datastore {
+                        id: String::new(),
+                        source: KvError::Backend("internal: result missing".into()),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    async fn create_prepared(&self, mut res: AnyResource) -> Result<AnyResource, ClientError> {
+        match self.kv.create(&res.key(), encode(&res), None).await {
+            Ok(rev) => {
+                res.metadata_mut().resource_version = rev.to_string();
+                Ok(res)
+            }
+            Err(KvError::AlreadyExists { .. }) => Err(ClientError::AlreadyExists { id: res.id() }),
+            Err(source) => Err(ClientError::Datastore {
+                id: res.id(),
+                source,
+            }),
+        }
+    }
+
     /// Reads one resource.
     pub async fn get(
         &self,

@@ -369,3 +369,33 @@ async fn watch_resyncs_after_compaction() {
         other => panic!("expected Added(c), got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn create_many_reports_existing_ones_alone() {
+    let (c, _d) = client().await;
+    c.create(gnp("c5")).await.unwrap();
+    let before = c.kv().current_revision().await.unwrap();
+    let results = c
+        .create_many((0..20).map(|i| gnp(&format!("c{i}"))).collect())
+        .await;
+    assert_eq!(results.len(), 20);
+    for (i, r) in results.iter().enumerate() {
+        if i == 5 {
+            assert_eq!(
+                r.as_ref().unwrap_err().to_string(),
+                "GlobalNetworkPolicy(c5): resource already exists"
+            );
+        } else {
+            assert_eq!(r.as_ref().unwrap().metadata().generation, Some(1));
+        }
+    }
+    assert!(c.kv().current_revision().await.unwrap() > before);
+    assert_eq!(c.list(gnp_kind(), None).await.unwrap().items.len(), 20);
+    // Without conflicts, one transaction.
+    let before = c.kv().current_revision().await.unwrap();
+    let results = c
+        .create_many((0..20).map(|i| gnp(&format!("n{i}"))).collect())
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(c.kv().current_revision().await.unwrap(), before + 1);
+}

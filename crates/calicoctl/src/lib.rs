@@ -294,8 +294,9 @@ async fn write_command(ctx: &Ctx, args: &cli::FileArgs, action: Action) -> anyho
                 }
             }
             Action::Create { skip_exists } => {
-                for (i, r) in todo {
-                    match client.create(r).await {
+                let (idx, res): (Vec<usize>, Vec<AnyResource>) = todo.into_iter().unzip();
+                for (i, r) in idx.into_iter().zip(client.create_many(res).await) {
+                    match r {
                         Ok(_) => handled += 1,
                         Err(e) if skip_exists && e.is_already_exists() => handled += 1,
                         Err(e) => errs.push((i, e.to_string())),
