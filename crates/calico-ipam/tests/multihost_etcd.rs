@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -280,10 +280,14 @@ async fn four_hosts_against_one_etcd() {
         got.len()
     );
 
-    // A fifth host allowed one block must borrow addresses from the others' blocks.
+    // A fifth host takes every unclaimed block and then, the pool being out of free blocks,
+    // must borrow addresses from the other hosts' blocks.
+    let unclaimed = (1usize << (BLOCK_SIZE - 22)) - snap.blocks.len();
     let free_elsewhere: usize = snap.blocks.iter().map(|b| 16 - b.in_use_count()).sum();
-    let extra = 16 + free_elsewhere.min(8);
-    let borrower = run_host(etcd.store().await, "host-borrow".into(), extra, 1).await;
+    let to_borrow = free_elsewhere.min(8);
+    assert!(to_borrow > 0, "no free address left in the hosts' blocks");
+    let extra = unclaimed * 16 + to_borrow;
+    let borrower = run_host(etcd.store().await, "host-borrow".into(), extra, 0).await;
     let snap = c.snapshot().await.unwrap();
     let borrowed = borrower
         .values()
@@ -295,7 +299,7 @@ async fn four_hosts_against_one_etcd() {
                 != Some("host:host-borrow")
         })
         .count();
-    assert_eq!(borrowed, extra - 16, "borrowed addresses: {borrower:?}");
+    assert_eq!(borrowed, to_borrow, "borrowed addresses: {borrower:?}");
     got.extend(borrower);
     assert_consistent(&c, &got).await;
 
