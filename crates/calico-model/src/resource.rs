@@ -30,9 +30,10 @@ pub trait Spec:
     /// Upstream's defaulting (what the API server or client library fills in on create/update).
     fn apply_defaults(_meta: &mut ObjectMeta, _spec: &mut Self) {}
 
-    /// Validation of `metadata.name` for this kind. Default: a DNS-1123 subdomain.
+    /// Validation of `metadata.name` for this kind. Default: upstream's resource name rule
+    /// (dot-separated lower-case alphanumerics and `-`, at most 253 characters in all).
     fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
-        crate::resources::common::validate_dns1123_subdomain("metadata.name", &meta.name, errs);
+        crate::resources::common::validate_resource_name("metadata.name", &meta.name, errs);
     }
 
     /// Validation of the spec (and metadata where the kind constrains it). Every problem is pushed
@@ -50,7 +51,12 @@ pub struct Resource<S> {
     pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
-    #[serde(default)]
+    /// `spec:` with no value (YAML null) is an empty spec, as upstream decodes it.
+    #[serde(
+        default,
+        deserialize_with = "crate::resources::common::null_as_default",
+        bound(deserialize = "S: Deserialize<'de> + Default")
+    )]
     pub spec: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
@@ -71,7 +77,10 @@ impl<S: Spec> Default for Resource<S> {
 impl<S: Spec> Resource<S> {
     /// A resource of this kind with the given name (and namespace, for namespaced kinds).
     pub fn new(namespace: &str, name: &str, spec: S) -> Self {
-        let mut r = Self { spec, ..Self::default() };
+        let mut r = Self {
+            spec,
+            ..Self::default()
+        };
         r.metadata.name = name.to_string();
         if S::NAMESPACED {
             r.metadata.namespace = namespace.to_string();
@@ -123,7 +132,12 @@ impl<S: Spec> Resource<S> {
 
     /// Datastore key (upstream etcd v3 layout).
     pub fn key(&self) -> String {
-        crate::keys::resource_key(S::PLURAL, S::NAMESPACED, &self.metadata.namespace, &self.metadata.name)
+        crate::keys::resource_key(
+            S::PLURAL,
+            S::NAMESPACED,
+            &self.metadata.namespace,
+            &self.metadata.name,
+        )
     }
 }
 

