@@ -1442,16 +1442,6 @@ fn bird_scenario_inputs_load() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for doc in docs {
             count += 1;
-            if doc.get("spec").is_some_and(serde_json::Value::is_null) {
-                // `spec:` with no value is valid upstream (Go decodes null as the zero value);
-                // the shared resource envelope does not accept it yet.
-                println!(
-                    "KNOWN GAP  {}  document with `spec: null` (the envelope does not decode null \
-                     as an empty spec)",
-                    path.display()
-                );
-                continue;
-            }
             let res = AnyResource::from_value(doc)
                 .map_err(|e| e.to_string())
                 .and_then(|mut r| {
