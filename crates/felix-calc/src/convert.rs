@@ -43,7 +43,7 @@ pub const NAMESPACE_PROFILE_PREFIX: &str = "kns.";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     /// A resource was created or updated.
-    Upsert(AnyResource),
+    Upsert(Box<AnyResource>),
     /// A resource was deleted.
     Delete(ResourceId),
     /// The datastore snapshot is complete.
@@ -58,6 +58,18 @@ pub struct ResourceId {
     /// Empty for cluster-scoped kinds.
     pub namespace: String,
     pub name: String,
+}
+
+impl Update {
+    /// An upsert of any typed resource.
+    pub fn upsert(r: impl Into<AnyResource>) -> Self {
+        Update::Upsert(Box::new(r.into()))
+    }
+
+    /// A delete by kind, namespace (empty for cluster-scoped kinds) and name.
+    pub fn delete(kind: &str, namespace: &str, name: &str) -> Self {
+        Update::Delete(ResourceId::new(kind, namespace, name))
+    }
 }
 
 impl ResourceId {
@@ -106,18 +118,20 @@ impl Ctx<'_> {
     }
 }
 
-/// Converts an update. `Ok(None)` means the graph ignores it (staged policies, unrelated kinds).
-/// On error the second element is the delete that stands in for the bad object.
-pub(crate) fn to_backend(
-    update: Update,
-) -> Result<Option<BackendUpdate>, (CalcError, Option<BackendUpdate>)> {
+/// Converts an update into what the graph should apply (`None`: ignore it, e.g. staged policies
+/// and unrelated kinds) and, for a resource that cannot be used, the error; the update to apply
+/// is then the delete that stands in for the bad object.
+pub(crate) fn to_backend(update: Update) -> (Option<BackendUpdate>, Option<CalcError>) {
     match update {
-        Update::InSync => Ok(Some(BackendUpdate::InSync)),
-        Update::Delete(id) => Ok(delete_for(&id.kind, &id.namespace, &id.name)),
+        Update::InSync => (Some(BackendUpdate::InSync), None),
+        Update::Delete(id) => (delete_for(&id.kind, &id.namespace, &id.name), None),
         Update::Upsert(res) => {
             let meta = res.metadata();
             let fallback = delete_for(res.kind(), &meta.namespace, &meta.name);
-            convert_resource(res).map_err(|e| (e, fallback))
+            match convert_resource(*res) {
+                Ok(u) => (u, None),
+                Err(e) => (fallback, Some(e)),
+            }
         }
     }
 }

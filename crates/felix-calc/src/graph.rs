@@ -135,19 +135,11 @@ impl CalcGraph {
     /// Applies one datastore update. A resource the graph cannot use is treated as deleted (fail
     /// closed, like upstream's validation filter) and reported as the error.
     pub fn apply(&mut self, update: Update) -> Result<(), CalcError> {
-        match convert::to_backend(update) {
-            Ok(Some(u)) => {
-                self.apply_backend(u);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err((e, fallback)) => {
-                if let Some(f) = fallback {
-                    self.apply_backend(f);
-                }
-                Err(e)
-            }
+        let (backend, err) = convert::to_backend(update);
+        if let Some(u) = backend {
+            self.apply_backend(u);
         }
+        err.map_or(Ok(()), Err)
     }
 
     pub(crate) fn apply_backend(&mut self, update: BackendUpdate) {
@@ -241,6 +233,9 @@ impl CalcGraph {
 
     fn on_profile(&mut self, name: String, prof: Option<backend::Profile>) {
         let labels = prof.as_ref().map(|p| p.labels.clone());
+        if prof.is_none() && !self.profiles.contains_key(&name) {
+            return;
+        }
         let entry = self.profiles.entry(name.clone()).or_insert(ProfileState {
             profile: None,
             refs: 0,
@@ -385,7 +380,15 @@ impl CalcGraph {
             touched.insert(p);
         }
         for p in touched {
-            self.refresh_policy(&p);
+            // Only activity can have changed here; the rendering is reused while active.
+            let Some(st) = self.policies.get(&p) else {
+                continue;
+            };
+            let should_be_active = st.policy.assume_needed_on_every_node
+                || self.policy_index.items_matching(&p).next().is_some();
+            if should_be_active != st.active.is_some() {
+                self.refresh_policy(&p);
+            }
         }
     }
 

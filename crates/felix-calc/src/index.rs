@@ -185,10 +185,11 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
         labels: Option<LabelMap>,
         out: &mut Vec<MatchEvent<S, I>>,
     ) {
-        let entry = self.parents.entry(name.to_string()).or_default();
-        if entry.labels == labels {
+        let current = self.parents.get(name).and_then(|p| p.labels.as_ref());
+        if current == labels.as_ref() {
             return;
         }
+        let entry = self.parents.entry(name.to_string()).or_default();
         entry.labels = labels;
         let children: Vec<I> = entry.children.iter().cloned().collect();
         if entry.children.is_empty() && entry.labels.is_none() {

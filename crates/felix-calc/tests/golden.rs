@@ -58,7 +58,7 @@ fn to_update(v: &Value, file: &str) -> Update {
     if let Some(res) = v.get("apply") {
         let r = AnyResource::from_value(res.clone())
             .unwrap_or_else(|e| panic!("{file}: bad resource: {e}"));
-        return Update::Upsert(r);
+        return Update::upsert(r);
     }
     if let Some(d) = v.get("delete") {
         let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("").to_string();
