@@ -184,6 +184,7 @@ impl Client {
         for (i, r) in resources.into_iter().enumerate() {
             match self.prepare(r, &mut known_tiers).await {
                 Ok(mut r) => {
+                    note_tier(&r, &mut known_tiers);
                     if seen.insert(r.key()) {
                         stamp_new(&mut r);
                         pending.push((i, r));
@@ -346,6 +347,7 @@ impl Client {
         for (i, r) in resources.into_iter().enumerate() {
             match self.prepare(r, &mut known_tiers).await {
                 Ok(r) => {
+                    note_tier(&r, &mut known_tiers);
                     if seen_keys.insert(r.key()) {
                         prepared.push((i, r));
                     } else {
@@ -884,6 +886,15 @@ impl Client {
             }) => Err(conflict(&id, expected, actual)),
             Err(source) => Err(ClientError::Datastore { id, source }),
         }
+    }
+}
+
+/// A Tier earlier in a batch counts as existing for the policies after it (upstream applies a
+/// file in order, so `Tier` then its policies in one file works). The batch writes it in the
+/// same or an earlier transaction.
+fn note_tier(res: &AnyResource, known_tiers: &mut HashSet<String>) {
+    if res.kind() == "Tier" {
+        known_tiers.insert(res.metadata().name.clone());
     }
 }
 

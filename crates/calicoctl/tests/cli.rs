@@ -906,3 +906,23 @@ fn etcd_backend_from_environment() {
     ok(&run(&["delete", "-f", &f]));
     assert_eq!(run(&["get", "gnp"]).stdout, "NAME   \n\n");
 }
+
+#[test]
+fn tier_and_its_policies_in_one_file() {
+    let e = Env::new();
+    let text = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: net\nspec:\n  order: 50\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: net.a\nspec:\n  tier: net\n---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata:\n  name: net.b\n  namespace: x\nspec:\n  tier: net\n";
+    let f = e.write("tiered.yaml", text);
+    let o = e.run(&["apply", "-f", &f]);
+    ok(&o);
+    assert_eq!(o.stdout, "Successfully applied 3 resource(s)\n");
+    let f2 = e.write(
+        "tiered2.yaml",
+        &text
+            .replace("name: net\n", "name: net2\n")
+            .replace("tier: net\n", "tier: net2\n")
+            .replace("net.", "net2."),
+    );
+    let o = e.run(&["create", "-f", &f2]);
+    ok(&o);
+    assert_eq!(o.stdout, "Successfully created 3 resource(s)\n");
+}
