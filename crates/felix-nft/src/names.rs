@@ -1,0 +1,97 @@
+//! Chain, set and map names. nft identifiers are `[A-Za-z_.][A-Za-z0-9/_.-]*`; anything
+//! else (or anything too long) is replaced by a hash so that every name parses unquoted.
+
+use felix_calc::msg::PolicyId;
+use sha2::{Digest, Sha256};
+
+use crate::rules::Family;
+
+/// Longest name we emit (nft allows 256 for chains and sets).
+const MAX_NAME: usize = 200;
+
+/// `prefix` + `suffix` if that is a valid identifier, else `prefix` + `_` + a hash of suffix.
+pub fn limited(prefix: &str, suffix: &str) -> String {
+    let ok = !suffix.is_empty()
+        && suffix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-'))
+        && prefix.len() + suffix.len() <= MAX_NAME;
+    if ok {
+        return format!("{prefix}{suffix}");
+    }
+    let digest = Sha256::digest(suffix.as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}_{hex}")
+}
+
+/// `gnp/name`, `np/namespace/name` (upstream's policy ID string, kind abbreviated).
+pub fn policy_id(id: &PolicyId) -> String {
+    let kind = match id.kind.as_str() {
+        "GlobalNetworkPolicy" | "" => "gnp".to_string(),
+        "NetworkPolicy" => "np".to_string(),
+        other => other.to_ascii_lowercase(),
+    };
+    if id.namespace.is_empty() {
+        format!("{kind}/{}", id.name)
+    } else {
+        format!("{kind}/{}/{}", id.namespace, id.name)
+    }
+}
+
+/// Policy chain: `pi-<id>` (inbound rules) or `po-<id>` (outbound rules).
+pub fn policy_chain(id: &PolicyId, inbound: bool) -> String {
+    limited(if inbound { "pi-" } else { "po-" }, &policy_id(id))
+}
+
+/// Profile chain: `pri-<name>` / `pro-<name>`.
+pub fn profile_chain(name: &str, inbound: bool) -> String {
+    limited(if inbound { "pri-" } else { "pro-" }, name)
+}
+
+/// Per-endpoint chain, e.g. `tw-cali1234` (prefix `tw-`).
+pub fn endpoint_chain(prefix: &str, iface: &str) -> String {
+    limited(prefix, iface)
+}
+
+/// Address set of a selector (or network set) IP set: `s4-<id>` / `s6-<id>`.
+pub fn selector_set(id: &str, fam: Family) -> String {
+    limited(&format!("s{}-", fam.digit()), &id.replace(':', "-"))
+}
+
+/// Named-port set: `n4-<id>` / `n6-<id>`.
+pub fn named_port_set(id: &str, fam: Family) -> String {
+    limited(&format!("n{}-", fam.digit()), &id.replace(':', "-"))
+}
+
+/// A comment safe inside double quotes (at most 128 bytes).
+pub fn comment(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .take(120)
+        .collect();
+    format!("comment \"{clean}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_or_hashed() {
+        assert_eq!(limited("tw-", "cali12ab"), "tw-cali12ab");
+        let h = limited("tw-", "we ird\"");
+        assert!(h.starts_with("tw-_") && h.len() == 4 + 24, "{h}");
+        let id = PolicyId {
+            tier: "default".into(),
+            name: "default.allow-dns".into(),
+            namespace: "kube-system".into(),
+            kind: "NetworkPolicy".into(),
+        };
+        assert_eq!(
+            policy_chain(&id, true),
+            "pi-np/kube-system/default.allow-dns"
+        );
+        assert_eq!(selector_set("s:Ab-_9", Family::V6), "s6-s-Ab-_9");
+    }
+}

@@ -1,0 +1,803 @@
+//! Desired state → one rendered `table inet calico` (pure).
+//!
+//! Layout (chains of the emulated iptables tables are prefixed as in upstream's nft mode):
+//! - `raw-PREROUTING` (priority raw): clear our mark bits; workload anti-spoofing via the
+//!   `wl-antispoof` verdict map; untracked (doNotTrack) host-endpoint ingress policy.
+//! - `raw-OUTPUT`: untracked host-endpoint egress policy.
+//! - `mangle-PREROUTING` (priority mangle): preDNAT host-endpoint policy.
+//! - `filter-INPUT` / `filter-FORWARD` / `filter-OUTPUT` (priority filter): conntrack
+//!   (established/related accepted, invalid dropped) first, then dispatch by interface name
+//!   through verdict maps to per-endpoint chains. Unknown workload interfaces are dropped.
+//!
+//! Per-endpoint chains follow upstream's mark protocol: a policy chain that allows sets the
+//! Accept bit and returns; Pass sets the Pass bit and returns (skipping the rest of the tier);
+//! the endpoint chain returns when Accept is set and drops at the end of a tier whose default
+//! action is Deny, or when no profile accepted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use felix_calc::msg::{IpSetType, PolicyId, Rule, TierInfo};
+
+use crate::names::{self, comment};
+use crate::rules::{self, Family, MARK_ACCEPT, MARK_ALL, MARK_PASS, RuleCtx, RuleError};
+use crate::ruleset::{ChainDef, MapDef, Ruleset, SetDef};
+use crate::state::DesiredState;
+
+/// What happens to workload → host traffic after the workload's egress policy allowed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndpointToHostAction {
+    /// Felix's default.
+    #[default]
+    Drop,
+    /// Leave the decision to other tables.
+    Return,
+    /// Upstream manifests' choice.
+    Accept,
+}
+
+/// A failsafe `proto:port`, optionally restricted to a peer CIDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoPort {
+    /// `tcp` or `udp` (or `sctp`).
+    pub protocol: String,
+    pub port: u16,
+    /// Peer net (source for inbound, destination for outbound).
+    pub net: Option<String>,
+}
+
+impl ProtoPort {
+    pub fn new(protocol: &str, port: u16) -> Self {
+        ProtoPort {
+            protocol: protocol.to_string(),
+            port,
+            net: None,
+        }
+    }
+}
+
+/// Renderer configuration (the FelixConfiguration fields that shape the table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Our table's name (family is always `inet`).
+    pub table: String,
+    /// Workload interface prefixes (`interfacePrefix`, default `cali`).
+    pub workload_prefixes: Vec<String>,
+    pub endpoint_to_host_action: EndpointToHostAction,
+    pub failsafe_inbound: Vec<ProtoPort>,
+    pub failsafe_outbound: Vec<ProtoPort>,
+    /// Drop VXLAN (UDP `vxlan_port`) and IPIP from workloads unless allowed.
+    pub allow_vxlan_from_workloads: bool,
+    pub allow_ipip_from_workloads: bool,
+    pub vxlan_port: u16,
+    pub disable_conntrack_invalid_check: bool,
+    /// Prefix of Log rules.
+    pub log_prefix: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let fs = |list: &[(&str, u16)]| list.iter().map(|(p, n)| ProtoPort::new(p, *n)).collect();
+        Config {
+            table: "calico".to_string(),
+            workload_prefixes: vec!["cali".to_string()],
+            endpoint_to_host_action: EndpointToHostAction::Drop,
+            failsafe_inbound: fs(&[
+                ("tcp", 22),
+                ("udp", 68),
+                ("tcp", 179),
+                ("tcp", 2379),
+                ("tcp", 2380),
+                ("tcp", 5473),
+                ("tcp", 6443),
+                ("tcp", 6666),
+                ("tcp", 6667),
+            ]),
+            failsafe_outbound: fs(&[
+                ("udp", 53),
+                ("udp", 67),
+                ("tcp", 179),
+                ("tcp", 2379),
+                ("tcp", 2380),
+                ("tcp", 5473),
+                ("tcp", 6443),
+                ("tcp", 6666),
+                ("tcp", 6667),
+            ]),
+            allow_vxlan_from_workloads: false,
+            allow_ipip_from_workloads: false,
+            vxlan_port: 4789,
+            disable_conntrack_invalid_check: false,
+            log_prefix: "calico-packet".to_string(),
+        }
+    }
+}
+
+/// Errors rendering the table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("failsafe {protocol}:{port}: {problem}")]
+    Failsafe {
+        protocol: String,
+        port: u16,
+        problem: &'static str,
+    },
+}
+
+/// Names of the verdict maps.
+pub mod maps {
+    pub const FROM_WL: &str = "from-wl";
+    pub const TO_WL: &str = "to-wl";
+    pub const WL_ANTISPOOF: &str = "wl-antispoof";
+    pub const FROM_HEP: &str = "from-hep";
+    pub const TO_HEP: &str = "to-hep";
+    pub const FROM_HEP_FWD: &str = "from-hep-fwd";
+    pub const TO_HEP_FWD: &str = "to-hep-fwd";
+    pub const RAW_FROM_HEP: &str = "raw-from-hep";
+    pub const RAW_TO_HEP: &str = "raw-to-hep";
+    pub const MANGLE_FROM_HEP: &str = "mangle-from-hep";
+}
+
+/// Which kind of endpoint chain is being built (decides tail behaviour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Tracked filter chain: end-of-tier drop, profiles, final drop.
+    Normal,
+    /// applyOnForward chain: end-of-tier drop; allowed by default without tiers.
+    Forward,
+    /// doNotTrack: no end-of-tier drop; Allow = notrack + accept.
+    Untracked,
+    /// preDNAT: no end-of-tier drop; Allow = accept.
+    PreDnat,
+}
+
+const IPV6_HOST_ICMP: &str =
+    "meta l4proto ipv6-icmp icmpv6 type { 130, 131, 132, 133, 135, 136 } accept";
+
+fn mark_clear(bits: u32) -> String {
+    format!("meta mark set meta mark & {:#010x}", !bits)
+}
+
+fn mark_is_set(bit: u32) -> String {
+    format!("meta mark & {bit:#x} == {bit:#x}")
+}
+
+fn mark_is_clear(bit: u32) -> String {
+    format!("meta mark & {bit:#x} == 0")
+}
+
+fn chain(base: Option<&str>, rules: Vec<String>) -> ChainDef {
+    ChainDef {
+        base: base.map(str::to_string),
+        rules,
+    }
+}
+
+fn vmap_decl() -> String {
+    "type ifname : verdict;".to_string()
+}
+
+/// Render the whole table.
+pub fn render(state: &DesiredState, cfg: &Config) -> Result<Ruleset, RenderError> {
+    let mut r = Ruleset {
+        family: "inet".to_string(),
+        table: cfg.table.clone(),
+        ..Default::default()
+    };
+    for name in [
+        maps::FROM_WL,
+        maps::TO_WL,
+        maps::WL_ANTISPOOF,
+        maps::FROM_HEP,
+        maps::TO_HEP,
+        maps::FROM_HEP_FWD,
+        maps::TO_HEP_FWD,
+        maps::RAW_FROM_HEP,
+        maps::RAW_TO_HEP,
+        maps::MANGLE_FROM_HEP,
+    ] {
+        r.maps.insert(
+            name.to_string(),
+            MapDef {
+                decl: vmap_decl(),
+                elements: BTreeMap::new(),
+            },
+        );
+    }
+    render_sets(state, &mut r)?;
+    render_policies(state, cfg, &mut r)?;
+    render_base_chains(cfg, &mut r)?;
+    render_workloads(state, cfg, &mut r);
+    render_host_endpoints(state, &mut r);
+    Ok(r)
+}
+
+fn add_set(r: &mut Ruleset, name: String, decl: String, elements: BTreeSet<String>) {
+    r.sets.insert(name, SetDef { decl, elements });
+}
+
+fn render_sets(state: &DesiredState, r: &mut Ruleset) -> Result<(), RenderError> {
+    for (id, set) in &state.ip_sets {
+        let np = set.set_type == IpSetType::IpAndPort;
+        for fam in Family::BOTH {
+            let elements = rules::set_elements(id, np, &set.members, fam)?;
+            let (name, decl) = set_decl(id, np, fam);
+            add_set(r, name, decl, elements);
+        }
+    }
+    // Sets referenced by rules but not (yet) sent: declared empty so the table loads;
+    // an empty set matches nothing, which is what an unknown selector selects.
+    let mut referenced: BTreeSet<(String, bool)> = BTreeSet::new();
+    let rules = state
+        .policies
+        .values()
+        .flat_map(|p| p.inbound_rules.iter().chain(&p.outbound_rules))
+        .chain(
+            state
+                .profiles
+                .values()
+                .flat_map(|p| p.inbound_rules.iter().chain(&p.outbound_rules)),
+        );
+    for rule in rules {
+        for id in rule
+            .src_ip_set_ids
+            .iter()
+            .chain(&rule.dst_ip_set_ids)
+            .chain(&rule.not_src_ip_set_ids)
+            .chain(&rule.not_dst_ip_set_ids)
+        {
+            referenced.insert((id.clone(), false));
+        }
+        for id in rule
+            .src_named_port_ip_set_ids
+            .iter()
+            .chain(&rule.dst_named_port_ip_set_ids)
+            .chain(&rule.not_src_named_port_ip_set_ids)
+            .chain(&rule.not_dst_named_port_ip_set_ids)
+        {
+            referenced.insert((id.clone(), true));
+        }
+    }
+    for (id, np) in referenced {
+        for fam in Family::BOTH {
+            let (name, decl) = set_decl(&id, np, fam);
+            if !r.sets.contains_key(&name) {
+                tracing::debug!(set = %id, "ip set referenced before it was sent; declared empty");
+                add_set(r, name, decl, BTreeSet::new());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_decl(id: &str, named_port: bool, fam: Family) -> (String, String) {
+    if named_port {
+        (
+            names::named_port_set(id, fam),
+            format!("type {} . inet_proto . inet_service;", fam.addr_type()),
+        )
+    } else {
+        (
+            names::selector_set(id, fam),
+            format!("type {}; flags interval;", fam.addr_type()),
+        )
+    }
+}
+
+fn rule_chain(rules_in: &[Rule], owner: &str, cfg: &Config) -> Result<Vec<String>, RuleError> {
+    let ctx = RuleCtx {
+        owner,
+        log_prefix: &cfg.log_prefix,
+    };
+    let mut out = Vec::new();
+    for (i, rule) in rules_in.iter().enumerate() {
+        for fam in Family::BOTH {
+            out.extend(rules::render_rule(&ctx, i, rule, fam)?);
+        }
+    }
+    Ok(out)
+}
+
+fn render_policies(state: &DesiredState, cfg: &Config, r: &mut Ruleset) -> Result<(), RenderError> {
+    for (id, p) in &state.policies {
+        let owner = format!("policy {}", names::policy_id(id));
+        r.chains.insert(
+            names::policy_chain(id, true),
+            chain(None, rule_chain(&p.inbound_rules, &owner, cfg)?),
+        );
+        r.chains.insert(
+            names::policy_chain(id, false),
+            chain(None, rule_chain(&p.outbound_rules, &owner, cfg)?),
+        );
+    }
+    for (name, p) in &state.profiles {
+        let owner = format!("profile {name}");
+        r.chains.insert(
+            names::profile_chain(name, true),
+            chain(None, rule_chain(&p.inbound_rules, &owner, cfg)?),
+        );
+        r.chains.insert(
+            names::profile_chain(name, false),
+            chain(None, rule_chain(&p.outbound_rules, &owner, cfg)?),
+        );
+    }
+    Ok(())
+}
+
+fn failsafe_rules(
+    own: &[ProtoPort],
+    dport_dir: &str,
+    reverse: Option<&[ProtoPort]>,
+) -> Result<Vec<String>, RenderError> {
+    // own ports as destination ports (peer net as saddr for inbound, daddr for outbound);
+    // in raw chains also the other direction's ports as source ports (return traffic).
+    let mut out = Vec::new();
+    let mut group = |list: &[ProtoPort], port_kw: &str, net_dir: &str| -> Result<(), RenderError> {
+        let mut plain: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+        for pp in list {
+            let (_, pname) = rules::protocol(&felix_calc::msg::Protocol::Name(pp.protocol.clone()))
+                .filter(|(n, _)| matches!(n, 6 | 17 | 132))
+                .ok_or_else(|| RenderError::Failsafe {
+                    protocol: pp.protocol.clone(),
+                    port: pp.port,
+                    problem: "protocol must be tcp, udp or sctp",
+                })?;
+            match &pp.net {
+                None => {
+                    plain.entry(pname).or_default().insert(pp.port);
+                }
+                Some(net) => {
+                    let (n, fam) = rules::parse_net(net).ok_or(RenderError::Failsafe {
+                        protocol: pp.protocol.clone(),
+                        port: pp.port,
+                        problem: "invalid net",
+                    })?;
+                    let kw = if fam == Family::V4 { "ip" } else { "ip6" };
+                    out.push(format!(
+                        "{kw} {net_dir} {} meta l4proto {pname} th {port_kw} {} accept",
+                        rules::net_text(&n),
+                        pp.port
+                    ));
+                }
+            }
+        }
+        for (pname, ports) in plain {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            out.push(format!(
+                "meta l4proto {pname} th {port_kw} {{ {} }} accept",
+                list.join(", ")
+            ));
+        }
+        Ok(())
+    };
+    let net_dir = if dport_dir == "in" { "saddr" } else { "daddr" };
+    group(own, "dport", net_dir)?;
+    if let Some(rev) = reverse {
+        let rev_dir = if dport_dir == "in" { "saddr" } else { "daddr" };
+        group(rev, "sport", rev_dir)?;
+    }
+    Ok(out)
+}
+
+fn render_base_chains(cfg: &Config, r: &mut Ruleset) -> Result<(), RenderError> {
+    let conntrack = || {
+        let mut v = vec!["ct state established,related accept".to_string()];
+        if !cfg.disable_conntrack_invalid_check {
+            v.push("ct state invalid drop".to_string());
+        }
+        v
+    };
+    let wl_in: Vec<String> = cfg
+        .workload_prefixes
+        .iter()
+        .map(|p| format!("iifname \"{p}*\""))
+        .collect();
+    let wl_out: Vec<String> = cfg
+        .workload_prefixes
+        .iter()
+        .map(|p| format!("oifname \"{p}*\""))
+        .collect();
+
+    // raw
+    let mut pre = vec![
+        mark_clear(MARK_ALL),
+        format!("iifname vmap @{}", maps::WL_ANTISPOOF),
+    ];
+    pre.extend(wl_in.iter().map(|m| format!("{m} return")));
+    pre.push(format!("iifname vmap @{}", maps::RAW_FROM_HEP));
+    r.chains.insert(
+        "raw-PREROUTING".into(),
+        chain(
+            Some("type filter hook prerouting priority raw; policy accept;"),
+            pre,
+        ),
+    );
+    let mut rout = vec![mark_clear(MARK_ALL)];
+    rout.extend(wl_out.iter().map(|m| format!("{m} return")));
+    rout.push(format!("oifname vmap @{}", maps::RAW_TO_HEP));
+    r.chains.insert(
+        "raw-OUTPUT".into(),
+        chain(
+            Some("type filter hook output priority raw; policy accept;"),
+            rout,
+        ),
+    );
+    // mangle (preDNAT)
+    let mut mangle = vec!["ct state established,related accept".to_string()];
+    mangle.extend(wl_in.iter().map(|m| format!("{m} return")));
+    mangle.push(format!("iifname vmap @{}", maps::MANGLE_FROM_HEP));
+    r.chains.insert(
+        "mangle-PREROUTING".into(),
+        chain(
+            Some("type filter hook prerouting priority mangle; policy accept;"),
+            mangle,
+        ),
+    );
+
+    // filter INPUT
+    let mut input = conntrack();
+    input.push(format!("{} accept", mark_is_set(MARK_ACCEPT)));
+    input.extend(wl_in.iter().map(|m| format!("{m} goto wl-to-host")));
+    input.push("jump from-hep-dispatch".to_string());
+    r.chains.insert(
+        "filter-INPUT".into(),
+        chain(
+            Some("type filter hook input priority filter; policy accept;"),
+            input,
+        ),
+    );
+    let to_host_tail = match cfg.endpoint_to_host_action {
+        EndpointToHostAction::Drop => "drop",
+        EndpointToHostAction::Return => "return",
+        EndpointToHostAction::Accept => "accept",
+    };
+    r.chains.insert(
+        "wl-to-host".into(),
+        chain(
+            None,
+            vec![
+                IPV6_HOST_ICMP.to_string(),
+                "jump from-wl-dispatch".to_string(),
+                format!("{to_host_tail} {}", comment("DefaultEndpointToHostAction")),
+            ],
+        ),
+    );
+
+    // filter FORWARD
+    let mut fwd = conntrack();
+    fwd.push(mark_clear(MARK_ALL & !MARK_ACCEPT));
+    fwd.push(format!(
+        "{} jump from-hep-fwd-dispatch",
+        mark_is_clear(MARK_ACCEPT)
+    ));
+    fwd.extend(wl_in.iter().map(|m| format!("{m} jump from-wl-dispatch")));
+    fwd.extend(wl_out.iter().map(|m| format!("{m} jump to-wl-dispatch")));
+    fwd.push("jump to-hep-fwd-dispatch".to_string());
+    r.chains.insert(
+        "filter-FORWARD".into(),
+        chain(
+            Some("type filter hook forward priority filter; policy accept;"),
+            fwd,
+        ),
+    );
+
+    // filter OUTPUT
+    let mut out = conntrack();
+    out.push(format!("{} accept", mark_is_set(MARK_ACCEPT)));
+    out.extend(wl_out.iter().map(|m| {
+        format!(
+            "{m} return {}",
+            comment("host to local workload is not policed")
+        )
+    }));
+    out.push("jump to-hep-dispatch".to_string());
+    r.chains.insert(
+        "filter-OUTPUT".into(),
+        chain(
+            Some("type filter hook output priority filter; policy accept;"),
+            out,
+        ),
+    );
+
+    // dispatch chains: the workload ones end in the fail-closed drop
+    let unknown = format!("drop {}", comment("unknown interface"));
+    let dispatch = |map: &str, dir: &str, catch_all: bool| {
+        let mut v = vec![format!("{dir} vmap @{map}")];
+        if catch_all {
+            v.push(unknown.clone());
+        }
+        chain(None, v)
+    };
+    r.chains.insert(
+        "from-wl-dispatch".into(),
+        dispatch(maps::FROM_WL, "iifname", true),
+    );
+    r.chains.insert(
+        "to-wl-dispatch".into(),
+        dispatch(maps::TO_WL, "oifname", true),
+    );
+    r.chains.insert(
+        "from-hep-dispatch".into(),
+        dispatch(maps::FROM_HEP, "iifname", false),
+    );
+    r.chains.insert(
+        "to-hep-dispatch".into(),
+        dispatch(maps::TO_HEP, "oifname", false),
+    );
+    r.chains.insert(
+        "from-hep-fwd-dispatch".into(),
+        dispatch(maps::FROM_HEP_FWD, "iifname", false),
+    );
+    r.chains.insert(
+        "to-hep-fwd-dispatch".into(),
+        dispatch(maps::TO_HEP_FWD, "oifname", false),
+    );
+
+    // failsafes
+    r.chains.insert(
+        "failsafe-in".into(),
+        chain(None, failsafe_rules(&cfg.failsafe_inbound, "in", None)?),
+    );
+    r.chains.insert(
+        "failsafe-out".into(),
+        chain(None, failsafe_rules(&cfg.failsafe_outbound, "out", None)?),
+    );
+    r.chains.insert(
+        "raw-failsafe-in".into(),
+        chain(
+            None,
+            failsafe_rules(&cfg.failsafe_inbound, "in", Some(&cfg.failsafe_outbound))?,
+        ),
+    );
+    r.chains.insert(
+        "raw-failsafe-out".into(),
+        chain(
+            None,
+            failsafe_rules(&cfg.failsafe_outbound, "out", Some(&cfg.failsafe_inbound))?,
+        ),
+    );
+    Ok(())
+}
+
+/// The policy part of an endpoint chain: tiers, then (Normal kind) profiles and final drop.
+fn endpoint_policy_rules(
+    state: &DesiredState,
+    tiers: &[TierInfo],
+    inbound: bool,
+    profiles: &[String],
+    kind: Kind,
+    out: &mut Vec<String>,
+) {
+    let mut any_tier = false;
+    for tier in tiers {
+        let pols: &[PolicyId] = if inbound {
+            &tier.ingress_policies
+        } else {
+            &tier.egress_policies
+        };
+        if pols.is_empty() {
+            continue;
+        }
+        any_tier = true;
+        out.push(format!(
+            "{} {}",
+            mark_clear(MARK_PASS),
+            comment(&format!("start of tier {}", tier.name))
+        ));
+        for pid in pols {
+            if state.policies.contains_key(pid) {
+                out.push(format!(
+                    "{} jump {}",
+                    mark_is_clear(MARK_PASS),
+                    names::policy_chain(pid, inbound)
+                ));
+            } else {
+                // Fail closed on a policy the graph named but never sent.
+                out.push(format!(
+                    "{} drop {}",
+                    mark_is_clear(MARK_PASS),
+                    comment(&format!("unknown policy {}", names::policy_id(pid)))
+                ));
+                continue;
+            }
+            let accepted = mark_is_set(MARK_ACCEPT);
+            out.push(match kind {
+                Kind::Normal | Kind::Forward => format!("{accepted} return"),
+                Kind::Untracked => format!("{accepted} notrack accept"),
+                Kind::PreDnat => format!("{accepted} accept"),
+            });
+        }
+        let end_drop = matches!(kind, Kind::Normal | Kind::Forward)
+            && !tier.default_action.eq_ignore_ascii_case("pass");
+        if end_drop {
+            out.push(format!(
+                "{} drop {}",
+                mark_is_clear(MARK_PASS),
+                comment(&format!("end of tier {}", tier.name))
+            ));
+        }
+    }
+    match kind {
+        Kind::Normal => {
+            for p in profiles {
+                if state.profiles.contains_key(p) {
+                    out.push(format!("jump {}", names::profile_chain(p, inbound)));
+                    out.push(format!("{} return", mark_is_set(MARK_ACCEPT)));
+                } else {
+                    out.push(format!("drop {}", comment(&format!("unknown profile {p}"))));
+                }
+            }
+            out.push(format!("drop {}", comment("no profile matched")));
+        }
+        Kind::Forward if !any_tier => {
+            out.push(format!(
+                "meta mark set meta mark | {MARK_ACCEPT:#x} return {}",
+                comment("allow forwarded traffic by default")
+            ));
+        }
+        _ => {}
+    }
+}
+
+fn render_workloads(state: &DesiredState, cfg: &Config, r: &mut Ruleset) {
+    for ep in state.workloads.values() {
+        let iface = ep.name.as_str();
+        if iface.is_empty() {
+            continue;
+        }
+        let key = format!("\"{}\"", iface.replace('"', ""));
+        let admin_down = !ep.state.is_empty() && ep.state != "active";
+        for (inbound, prefix, map) in [(true, "tw-", maps::TO_WL), (false, "fw-", maps::FROM_WL)] {
+            let name = names::endpoint_chain(prefix, iface);
+            let mut rules = Vec::new();
+            if admin_down {
+                rules.push(format!("drop {}", comment("endpoint admin disabled")));
+            } else {
+                rules.push(mark_clear(MARK_ACCEPT | MARK_PASS));
+                if !inbound {
+                    if !cfg.allow_vxlan_from_workloads {
+                        rules.push(format!(
+                            "meta l4proto udp udp dport {} drop {}",
+                            cfg.vxlan_port,
+                            comment("VXLAN from workload")
+                        ));
+                    }
+                    if !cfg.allow_ipip_from_workloads {
+                        rules.push(format!(
+                            "meta l4proto 4 drop {}",
+                            comment("IPIP from workload")
+                        ));
+                    }
+                }
+                endpoint_policy_rules(
+                    state,
+                    &ep.tiers,
+                    inbound,
+                    &ep.profile_ids,
+                    Kind::Normal,
+                    &mut rules,
+                );
+            }
+            r.chains.insert(name.clone(), chain(None, rules));
+            if let Some(m) = r.maps.get_mut(map) {
+                m.elements.insert(key.clone(), format!("goto {name}"));
+            }
+        }
+        // Anti-spoofing: the source must be one of the endpoint's own addresses or an
+        // allowed spoofed prefix; IPv6 neighbour discovery from link-local/unspecified is let
+        // through.
+        let mut srcs: BTreeMap<Family, Vec<ipnet::IpNet>> = BTreeMap::new();
+        for s in ep
+            .ipv4_nets
+            .iter()
+            .chain(&ep.ipv6_nets)
+            .chain(&ep.allow_spoofed_source_prefixes)
+        {
+            match rules::parse_net(s) {
+                Some((n, f)) => srcs.entry(f).or_default().push(n),
+                None => {
+                    tracing::warn!(endpoint = %iface, net = %s, "ignoring invalid endpoint address")
+                }
+            }
+        }
+        let mut rules = Vec::new();
+        for (fam, nets) in srcs {
+            let kw = if fam == Family::V4 { "ip" } else { "ip6" };
+            let list: Vec<String> = rules::coalesce(nets).iter().map(rules::net_text).collect();
+            let set = if list.len() == 1 {
+                list[0].clone()
+            } else {
+                format!("{{ {} }}", list.join(", "))
+            };
+            rules.push(format!("{kw} saddr {set} return"));
+        }
+        rules.push("meta l4proto ipv6-icmp ip6 saddr { ::, fe80::/10 } return".to_string());
+        rules.push(format!("drop {}", comment("spoofed source")));
+        let name = names::endpoint_chain("as-", iface);
+        r.chains.insert(name.clone(), chain(None, rules));
+        if let Some(m) = r.maps.get_mut(maps::WL_ANTISPOOF) {
+            m.elements.insert(key, format!("goto {name}"));
+        }
+    }
+}
+
+fn render_host_endpoints(state: &DesiredState, r: &mut Ruleset) {
+    for (id, ep) in &state.host_endpoints {
+        let iface = ep.name.as_str();
+        if iface.is_empty() || iface == "*" {
+            tracing::warn!(host_endpoint = %id.endpoint_id, "host endpoints without an interface name are not supported; skipped");
+            continue;
+        }
+        let key = format!("\"{}\"", iface.replace('"', ""));
+        let mut add = |prefix: &str, map: &str, rules: Vec<String>| {
+            let name = names::endpoint_chain(prefix, iface);
+            r.chains.insert(name.clone(), chain(None, rules));
+            if let Some(m) = r.maps.get_mut(map) {
+                m.elements.insert(key.clone(), format!("goto {name}"));
+            }
+        };
+        for (inbound, prefix, map, failsafe) in [
+            (true, "fh-", maps::FROM_HEP, "failsafe-in"),
+            (false, "th-", maps::TO_HEP, "failsafe-out"),
+        ] {
+            let mut rules = vec![
+                format!("jump {failsafe}"),
+                mark_clear(MARK_ACCEPT | MARK_PASS),
+            ];
+            endpoint_policy_rules(
+                state,
+                &ep.tiers,
+                inbound,
+                &ep.profile_ids,
+                Kind::Normal,
+                &mut rules,
+            );
+            add(prefix, map, rules);
+        }
+        for (inbound, prefix, map) in [
+            (true, "fhfw-", maps::FROM_HEP_FWD),
+            (false, "thfw-", maps::TO_HEP_FWD),
+        ] {
+            let mut rules = vec![mark_clear(MARK_ACCEPT | MARK_PASS)];
+            endpoint_policy_rules(
+                state,
+                &ep.forward_tiers,
+                inbound,
+                &[],
+                Kind::Forward,
+                &mut rules,
+            );
+            add(prefix, map, rules);
+        }
+        if !ep.untracked_tiers.is_empty() {
+            for (inbound, prefix, map, failsafe) in [
+                (true, "raw-fh-", maps::RAW_FROM_HEP, "raw-failsafe-in"),
+                (false, "raw-th-", maps::RAW_TO_HEP, "raw-failsafe-out"),
+            ] {
+                let mut rules = vec![format!("jump {failsafe}")];
+                endpoint_policy_rules(
+                    state,
+                    &ep.untracked_tiers,
+                    inbound,
+                    &[],
+                    Kind::Untracked,
+                    &mut rules,
+                );
+                add(prefix, map, rules);
+            }
+        }
+        if !ep.pre_dnat_tiers.is_empty() {
+            let mut rules = vec!["jump failsafe-in".to_string()];
+            endpoint_policy_rules(
+                state,
+                &ep.pre_dnat_tiers,
+                true,
+                &[],
+                Kind::PreDnat,
+                &mut rules,
+            );
+            add("mangle-fh-", maps::MANGLE_FROM_HEP, rules);
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! One policy rule → nft rule text, per IP family; IP set members → nft set elements.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use felix_calc::msg::{PortRange, Protocol, Rule};
+use ipnet::IpNet;
+
+use crate::names;
+
+/// Mark bits, as upstream Felix allocates them from the default mark mask.
+pub const MARK_ACCEPT: u32 = 0x10000;
+pub const MARK_PASS: u32 = 0x20000;
+/// Every bit we own (Accept, Pass, Drop, Scratch0).
+pub const MARK_ALL: u32 = 0xf0000;
+
+/// Errors rendering a rule or a set member.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("{owner}: rule {index}: unknown action {action:?}")]
+    Action {
+        owner: String,
+        index: usize,
+        action: String,
+    },
+    #[error("{owner}: rule {index}: unknown protocol {protocol:?}")]
+    Protocol {
+        owner: String,
+        index: usize,
+        protocol: String,
+    },
+    #[error("{owner}: rule {index}: {field}: invalid CIDR {value:?}")]
+    Cidr {
+        owner: String,
+        index: usize,
+        field: &'static str,
+        value: String,
+    },
+    #[error("ip set {set}: invalid member {member:?}")]
+    Member { set: String, member: String },
+}
+
+/// IP family of a rendered rule or set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    fn addr_kw(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    pub fn digit(self) -> char {
+        match self {
+            Family::V4 => '4',
+            Family::V6 => '6',
+        }
+    }
+
+    pub fn addr_type(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+
+    fn of(addr: &IpAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// Where a rule is rendered: its owner (for errors and names) and what Log prints.
+pub struct RuleCtx<'a> {
+    pub owner: &'a str,
+    pub log_prefix: &'a str,
+}
+
+/// Protocol → (number, nft name used in the rule).
+pub fn protocol(p: &Protocol) -> Option<(u8, String)> {
+    let n = match p {
+        Protocol::Number(n) => *n,
+        Protocol::Name(s) => match s.to_ascii_lowercase().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "icmpv6" => 58,
+            "sctp" => 132,
+            "udplite" => 136,
+            other => other.parse().ok()?,
+        },
+    };
+    let name = match n {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 => "icmp".to_string(),
+        58 => "ipv6-icmp".to_string(),
+        other => other.to_string(),
+    };
+    Some((n, name))
+}
+
+/// Parse a CIDR or bare address; returns the nft text (host bits cleared, /32 and /128
+/// written as bare addresses) and its family.
+pub fn parse_net(s: &str) -> Option<(IpNet, Family)> {
+    let net = match s.parse::<IpNet>() {
+        Ok(n) => n.trunc(),
+        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
+    };
+    let fam = Family::of(&net.addr());
+    Some((net, fam))
+}
+
+pub fn net_text(n: &IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// Drop every net contained in another one (nft interval sets reject overlaps).
+pub fn coalesce(nets: impl IntoIterator<Item = IpNet>) -> BTreeSet<IpNet> {
+    let mut sorted: Vec<IpNet> = nets.into_iter().collect();
+    sorted.sort_by_key(|n| (n.prefix_len(), *n));
+    let mut kept: Vec<IpNet> = Vec::new();
+    for n in sorted {
+        if !kept.iter().any(|k| k.contains(&n)) {
+            kept.push(n);
+        }
+    }
+    kept.into_iter().collect()
+}
+
+/// `{ a, b }` or a single value.
+fn anon(items: &[String]) -> String {
+    if items.len() == 1 {
+        items[0].clone()
+    } else {
+        format!("{{ {} }}", items.join(", "))
+    }
+}
+
+fn ports(ps: &[PortRange]) -> String {
+    let items: Vec<String> = ps
+        .iter()
+        .map(|p| {
+            if p.first == p.last {
+                p.first.to_string()
+            } else {
+                format!("{}-{}", p.first, p.last)
+            }
+        })
+        .collect();
+    anon(&items)
+}
+
+/// The action statement of a rule inside a policy or profile chain.
+fn action(ctx: &RuleCtx<'_>, index: usize, action: &str) -> Result<String, RuleError> {
+    Ok(match action {
+        "allow" | "Allow" => format!("meta mark set meta mark | {MARK_ACCEPT:#x} return"),
+        "deny" | "Deny" => "drop".to_string(),
+        "next-tier" | "pass" | "Pass" => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
+        "log" | "Log" => format!("log prefix \"{}: \"", ctx.log_prefix),
+        other => {
+            return Err(RuleError::Action {
+                owner: ctx.owner.to_string(),
+                index,
+                action: other.to_string(),
+            });
+        }
+    })
+}
+
+/// Nets of one family from a rule field, or `None` when the field is non-empty but has no
+/// net of this family (the rule cannot match this family).
+fn nets_for(
+    ctx: &RuleCtx<'_>,
+    index: usize,
+    field: &'static str,
+    values: &[String],
+    fam: Family,
+) -> Result<Vec<String>, RuleError> {
+    let mut out = Vec::new();
+    let mut all = Vec::new();
+    for v in values {
+        let (net, f) = parse_net(v).ok_or_else(|| RuleError::Cidr {
+            owner: ctx.owner.to_string(),
+            index,
+            field,
+            value: v.clone(),
+        })?;
+        all.push(f);
+        if f == fam {
+            out.push(net);
+        }
+    }
+    Ok(coalesce(out).iter().map(net_text).collect())
+}
+
+/// Render `rule` (number `index` in its chain) for one family: zero rules when it cannot
+/// match this family, several when alternatives (ports OR named ports) need one nft rule each.
+pub fn render_rule(
+    ctx: &RuleCtx<'_>,
+    index: usize,
+    rule: &Rule,
+    fam: Family,
+) -> Result<Vec<String>, RuleError> {
+    let act = action(ctx, index, &rule.action)?;
+    match rule.ip_version {
+        Some(4) if fam != Family::V4 => return Ok(vec![]),
+        Some(6) if fam != Family::V6 => return Ok(vec![]),
+        _ => {}
+    }
+    let proto_err = |p: &Protocol| RuleError::Protocol {
+        owner: ctx.owner.to_string(),
+        index,
+        protocol: match p {
+            Protocol::Name(s) => s.clone(),
+            Protocol::Number(n) => n.to_string(),
+        },
+    };
+    let kw = fam.addr_kw();
+    let mut m: Vec<String> = Vec::new();
+    if let Some(p) = &rule.protocol {
+        let (n, name) = protocol(p).ok_or_else(|| proto_err(p))?;
+        if (n == 1 && fam == Family::V6) || (n == 58 && fam == Family::V4) {
+            return Ok(vec![]);
+        }
+        m.push(format!("meta l4proto {name}"));
+    }
+    if let Some(p) = &rule.not_protocol {
+        let (_, name) = protocol(p).ok_or_else(|| proto_err(p))?;
+        m.push(format!("meta l4proto != {name}"));
+    }
+    for (field, dir, pos, neg) in [
+        ("src_net", "saddr", &rule.src_net, &rule.not_src_net),
+        ("dst_net", "daddr", &rule.dst_net, &rule.not_dst_net),
+    ] {
+        let p = nets_for(ctx, index, field, pos, fam)?;
+        if !pos.is_empty() && p.is_empty() {
+            return Ok(vec![]);
+        }
+        if !p.is_empty() {
+            m.push(format!("{kw} {dir} {}", anon(&p)));
+        }
+        let n = nets_for(ctx, index, field, neg, fam)?;
+        if !n.is_empty() {
+            m.push(format!("{kw} {dir} != {}", anon(&n)));
+        }
+    }
+    for (dir, ids) in [
+        ("saddr", &rule.src_ip_set_ids),
+        ("daddr", &rule.dst_ip_set_ids),
+    ] {
+        for id in ids {
+            m.push(format!("{kw} {dir} @{}", names::selector_set(id, fam)));
+        }
+    }
+    for (dir, ids) in [
+        ("saddr", &rule.not_src_ip_set_ids),
+        ("daddr", &rule.not_dst_ip_set_ids),
+    ] {
+        for id in ids {
+            m.push(format!("{kw} {dir} != @{}", names::selector_set(id, fam)));
+        }
+    }
+    if !rule.not_src_ports.is_empty() {
+        m.push(format!("th sport != {}", ports(&rule.not_src_ports)));
+    }
+    if !rule.not_dst_ports.is_empty() {
+        m.push(format!("th dport != {}", ports(&rule.not_dst_ports)));
+    }
+    for (addr, port, ids) in [
+        ("saddr", "sport", &rule.not_src_named_port_ip_set_ids),
+        ("daddr", "dport", &rule.not_dst_named_port_ip_set_ids),
+    ] {
+        for id in ids {
+            m.push(format!(
+                "{kw} {addr} . meta l4proto . th {port} != @{}",
+                names::named_port_set(id, fam)
+            ));
+        }
+    }
+    let icmp_kw = match fam {
+        Family::V4 => "icmp",
+        Family::V6 => "icmpv6",
+    };
+    if let Some(i) = &rule.icmp {
+        m.push(format!("{icmp_kw} type {}", i.icmp_type));
+        if let Some(c) = i.code {
+            m.push(format!("{icmp_kw} code {c}"));
+        }
+    }
+    if let Some(i) = &rule.not_icmp {
+        match i.code {
+            None => m.push(format!("{icmp_kw} type != {}", i.icmp_type)),
+            Some(c) => m.push(format!(
+                "{icmp_kw} type . {icmp_kw} code != {{ {} . {c} }}",
+                i.icmp_type
+            )),
+        }
+    }
+    // Positive port matches: numeric ports OR any named-port set, per direction.
+    let alternatives = |addr: &str, port: &str, nums: &[PortRange], ids: &[String]| {
+        let mut alts = Vec::new();
+        if !nums.is_empty() {
+            alts.push(format!("th {port} {}", ports(nums)));
+        }
+        for id in ids {
+            alts.push(format!(
+                "{kw} {addr} . meta l4proto . th {port} @{}",
+                names::named_port_set(id, fam)
+            ));
+        }
+        if alts.is_empty() {
+            alts.push(String::new());
+        }
+        alts
+    };
+    let src_alts = alternatives(
+        "saddr",
+        "sport",
+        &rule.src_ports,
+        &rule.src_named_port_ip_set_ids,
+    );
+    let dst_alts = alternatives(
+        "daddr",
+        "dport",
+        &rule.dst_ports,
+        &rule.dst_named_port_ip_set_ids,
+    );
+    let base = m.join(" ");
+    let mut out = Vec::new();
+    for s in &src_alts {
+        for d in &dst_alts {
+            let parts: Vec<&str> = [base.as_str(), s.as_str(), d.as_str(), act.as_str()]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect();
+            out.push(parts.join(" "));
+        }
+    }
+    Ok(out)
+}
+
+/// Set elements for one family of an address/CIDR set (coalesced), or of a named-port set
+/// (`<ip>,<proto>:<port>` → `ip . proto . port`).
+pub fn set_elements(
+    set: &str,
+    named_port: bool,
+    members: &BTreeSet<String>,
+    fam: Family,
+) -> Result<BTreeSet<String>, RuleError> {
+    let bad = |m: &str| RuleError::Member {
+        set: set.to_string(),
+        member: m.to_string(),
+    };
+    if named_port {
+        let mut out = BTreeSet::new();
+        for m in members {
+            let (ip, rest) = m.split_once(',').ok_or_else(|| bad(m))?;
+            let (proto, port) = rest.split_once(':').ok_or_else(|| bad(m))?;
+            let addr: IpAddr = ip.parse().map_err(|_| bad(m))?;
+            let (n, _) = protocol(&Protocol::Name(proto.to_string())).ok_or_else(|| bad(m))?;
+            let port: u16 = port.parse().map_err(|_| bad(m))?;
+            if Family::of(&addr) == fam {
+                out.insert(format!("{addr} . {n} . {port}"));
+            }
+        }
+        return Ok(out);
+    }
+    let mut nets = Vec::new();
+    for m in members {
+        let (net, f) = parse_net(m).ok_or_else(|| bad(m))?;
+        if f == fam {
+            nets.push(net);
+        }
+    }
+    Ok(coalesce(nets).iter().map(net_text).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use felix_calc::msg::IcmpMatch;
+
+    fn ctx() -> RuleCtx<'static> {
+        RuleCtx {
+            owner: "policy p",
+            log_prefix: "calico-packet",
+        }
+    }
+
+    #[test]
+    fn allow_tcp_port_from_selector() {
+        let r = Rule {
+            action: "allow".into(),
+            protocol: Some(Protocol::Name("TCP".into())),
+            dst_ports: vec![
+                PortRange {
+                    first: 80,
+                    last: 80,
+                },
+                PortRange {
+                    first: 8000,
+                    last: 8080,
+                },
+            ],
+            src_ip_set_ids: vec!["s:abc".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            render_rule(&ctx(), 0, &r, Family::V4).unwrap(),
+            vec![
+                "meta l4proto tcp ip saddr @s4-s-abc th dport { 80, 8000-8080 } \
+                 meta mark set meta mark | 0x10000 return"
+            ]
+        );
+    }
+
+    #[test]
+    fn family_filtering() {
+        let r = Rule {
+            action: "deny".into(),
+            src_net: vec!["10.0.0.0/8".into()],
+            ..Default::default()
+        };
+        assert!(render_rule(&ctx(), 0, &r, Family::V6).unwrap().is_empty());
+        let icmp = Rule {
+            action: "allow".into(),
+            protocol: Some(Protocol::Name("icmp".into())),
+            icmp: Some(IcmpMatch {
+                icmp_type: 8,
+                code: None,
+            }),
+            ..Default::default()
+        };
+        assert!(
+            render_rule(&ctx(), 0, &icmp, Family::V6)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field() {
+        let r = Rule {
+            action: "allow".into(),
+            dst_net: vec!["10.0.0.300/8".into()],
+            ..Default::default()
+        };
+        let e = render_rule(&ctx(), 3, &r, Family::V4).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policy p: rule 3: dst_net: invalid CIDR \"10.0.0.300/8\""
+        );
+        let r = Rule {
+            action: "frobnicate".into(),
+            ..Default::default()
+        };
+        assert!(render_rule(&ctx(), 0, &r, Family::V4).is_err());
+    }
+
+    #[test]
+    fn coalesce_drops_contained_nets() {
+        let m: BTreeSet<String> = ["10.0.0.0/8", "10.1.2.3/32", "192.168.0.1", "fd00::1/128"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let v4 = set_elements("s", false, &m, Family::V4).unwrap();
+        assert_eq!(
+            v4.into_iter().collect::<Vec<_>>(),
+            vec!["10.0.0.0/8", "192.168.0.1"]
+        );
+        let v6 = set_elements("s", false, &m, Family::V6).unwrap();
+        assert_eq!(v6.into_iter().collect::<Vec<_>>(), vec!["fd00::1"]);
+    }
+}
