@@ -100,6 +100,10 @@ pub enum IpamError {
     InvalidHandle,
     #[error("hostname must not be empty or contain '/'")]
     InvalidHostname,
+    #[error("assign ip: no address given")]
+    MissingAddress,
+    #[error("block {block}: release failed: {reason}")]
+    ReleaseFailed { block: IpNet, reason: String },
 }
 
 impl IpamError {
@@ -621,6 +625,7 @@ impl IpamClient {
         };
         let handle = args.handle_id.as_deref();
         let attrs = Some(&args.attrs);
+        let mut block_failures = 0;
         while out.ips.len() < num {
             let allow_new_claim = owned < max_blocks;
             let found = self
@@ -672,13 +677,19 @@ impl IpamClient {
                 .await
             {
                 Ok(ips) => out.ips.extend(ips),
-                Err(e @ IpamError::Kv(_)) => {
+                Err(e @ (IpamError::Kv(_) | IpamError::MaxRetries { .. })) => {
                     self.rollback(&out.ips, handle).await;
                     return Err(e);
                 }
                 Err(e) => {
+                    // A block that changed hands between checks; bounded so that a block that
+                    // keeps failing cannot spin this loop.
                     warn!(error = %e, "failed to assign from block");
                     out.add_msg(format!("failed to assign ips from block: {e}"));
+                    block_failures += 1;
+                    if block_failures >= 10 {
+                        break;
+                    }
                 }
             }
         }
@@ -1044,9 +1055,7 @@ impl IpamClient {
         if let Some(h) = &args.handle_id {
             validate_name(h).map_err(|_| IpamError::InvalidHandle)?;
         }
-        let ip = args
-            .ip
-            .ok_or(IpamError::NotInPool(IpAddr::from([0, 0, 0, 0])))?;
+        let ip = args.ip.ok_or(IpamError::MissingAddress)?;
         let pools = self.pools();
         let pool = pools
             .iter()
@@ -1165,12 +1174,14 @@ impl IpamClient {
                 }
                 Err(e) => {
                     warn!(block = %cidr, error = %e, "release failed");
-                    let msg = e.to_string();
+                    // The first address carries the error itself, the others of the block a
+                    // copy of its message (nothing in the block was released).
+                    let reason = e.to_string();
                     let mut first = Some(e);
                     for o in opts {
-                        let err = first.take().unwrap_or_else(|| IpamError::Decode {
-                            key: keys::block_key(&cidr),
-                            reason: format!("release failed: {msg}"),
+                        let err = first.take().unwrap_or_else(|| IpamError::ReleaseFailed {
+                            block: cidr,
+                            reason: reason.clone(),
                         });
                         result.failed.push((o.address, err));
                     }

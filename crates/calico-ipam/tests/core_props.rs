@@ -63,12 +63,15 @@ proptest! {
                 Op::AssignSpecific { ordinal, handle: h } => {
                     let ip = b.ip_at(ordinal);
                     let res = b.assign(ip, Some(&handle(h)), None, &me, true);
-                    if owner.contains_key(&ordinal) {
-                        prop_assert!(res.is_err(), "double allocation of {}", ip);
-                    } else {
-                        res.unwrap();
-                        free.retain(|o| *o != ordinal);
-                        owner.insert(ordinal, h);
+                    match owner.entry(ordinal) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            prop_assert!(res.is_err(), "double allocation of {}", ip);
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            res.unwrap();
+                            free.retain(|o| *o != ordinal);
+                            slot.insert(h);
+                        }
                     }
                 }
                 Op::Release { ordinal } => {
