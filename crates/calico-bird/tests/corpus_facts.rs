@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 /// Drops `#` comments (BIRD has no `#` inside strings we render or upstream renders).
 fn strip_comments(text: &str) -> String {
@@ -420,5 +419,4 @@ fn fact_parser_reads_both_syntaxes() {
     assert!(p.passive);
     assert_eq!(p.export_internal.as_deref(), Some("true"));
     assert_eq!(p.filter_calls, vec!["'bgp_f_importFilterV4'()".to_string()]);
-    let _ = Path::new("unused");
 }
