@@ -292,8 +292,14 @@ fn rule_chain(rules_in: &[Rule], owner: &str, cfg: &Config) -> Result<Vec<String
     };
     let mut out = Vec::new();
     for (i, rule) in rules_in.iter().enumerate() {
-        for fam in Family::BOTH {
-            out.extend(rules::render_rule(&ctx, i, rule, fam)?);
+        let v4 = rules::render_rule(&ctx, i, rule, Family::V4)?;
+        let v6 = rules::render_rule(&ctx, i, rule, Family::V6)?;
+        // A rule with no family-specific match renders identically for both families and
+        // is emitted once (the inet table sees both).
+        let same = v4 == v6;
+        out.extend(v4);
+        if !same {
+            out.extend(v6);
         }
     }
     Ok(out)

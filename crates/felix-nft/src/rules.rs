@@ -192,7 +192,6 @@ fn nets_for(
     fam: Family,
 ) -> Result<Vec<String>, RuleError> {
     let mut out = Vec::new();
-    let mut all = Vec::new();
     for v in values {
         let (net, f) = parse_net(v).ok_or_else(|| RuleError::Cidr {
             owner: ctx.owner.to_string(),
@@ -200,7 +199,6 @@ fn nets_for(
             field,
             value: v.clone(),
         })?;
-        all.push(f);
         if f == fam {
             out.push(net);
         }
@@ -232,6 +230,13 @@ pub fn render_rule(
     };
     let kw = fam.addr_kw();
     let mut m: Vec<String> = Vec::new();
+    if rule.ip_version.is_some() {
+        // Nothing else in the rule may be family-specific; say it explicitly.
+        m.push(match fam {
+            Family::V4 => "meta nfproto ipv4".to_string(),
+            Family::V6 => "meta nfproto ipv6".to_string(),
+        });
+    }
     if let Some(p) = &rule.protocol {
         let (n, name) = protocol(p).ok_or_else(|| proto_err(p))?;
         if (n == 1 && fam == Family::V6) || (n == 58 && fam == Family::V4) {
