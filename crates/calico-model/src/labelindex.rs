@@ -231,13 +231,33 @@ impl FlatLabels {
         if parents.peek().is_none() {
             return own.clone();
         }
-        let mut refs: BTreeMap<&str, &str> = own.iter().collect();
+        // Both sides are sorted by name: merge them pairwise, earlier sources winning.
+        let mut acc: Vec<(&str, &str)> = own.iter().collect();
+        let mut next: Vec<(&str, &str)> = Vec::new();
         for p in parents {
-            for (k, v) in p {
-                refs.entry(k.as_str()).or_insert(v.as_str());
+            next.clear();
+            next.reserve(acc.len() + p.len());
+            let mut ours = acc.iter().copied().peekable();
+            let mut theirs = p.iter().map(|(k, v)| (k.as_str(), v.as_str())).peekable();
+            loop {
+                let pair = match (ours.peek(), theirs.peek()) {
+                    (None, None) => break,
+                    (Some(_), None) => ours.next(),
+                    (None, Some(_)) => theirs.next(),
+                    (Some(a), Some(b)) => match a.0.cmp(b.0) {
+                        Ordering::Less => ours.next(),
+                        Ordering::Greater => theirs.next(),
+                        Ordering::Equal => {
+                            theirs.next();
+                            ours.next()
+                        }
+                    },
+                };
+                next.extend(pair);
             }
+            std::mem::swap(&mut acc, &mut next);
         }
-        Self::from_sorted(refs.len(), refs.iter().map(|(k, v)| (*k, *v)))
+        Self::from_sorted(acc.len(), acc.iter().copied())
     }
 
     /// From a label map.
@@ -349,42 +369,63 @@ impl Hasher for SlotHasher {
 
 type SlotSet = HashSet<Slot, BuildHasherDefault<SlotHasher>>;
 
-/// A set of slots that stays a short vector while small (a label set usually matches a handful
-/// of selectors) and becomes a hash set when it grows.
+/// A set of slots that stays a short inline array while small (a label set usually matches a
+/// handful of selectors, and an inline array costs no allocation per label set) and becomes a
+/// hash set when it grows.
 #[derive(Debug, Clone)]
 enum SmallSet {
-    Few(Vec<Slot>),
+    Few { n: u8, s: [Slot; SMALL_SET_MAX] },
     Many(SlotSet),
 }
 
-/// Largest `SmallSet` kept as a vector.
+/// Largest `SmallSet` kept inline.
 const SMALL_SET_MAX: usize = 8;
 
 impl Default for SmallSet {
     fn default() -> Self {
-        SmallSet::Few(Vec::new())
+        SmallSet::Few {
+            n: 0,
+            s: [0; SMALL_SET_MAX],
+        }
     }
 }
 
 impl SmallSet {
+    fn one(t: Slot) -> Self {
+        let mut s = [0; SMALL_SET_MAX];
+        s[0] = t;
+        SmallSet::Few { n: 1, s }
+    }
+
+    fn few(&self) -> &[Slot] {
+        match self {
+            SmallSet::Few { n, s } => s.get(..usize::from(*n)).unwrap_or(&[]),
+            SmallSet::Many(_) => &[],
+        }
+    }
+
     fn contains(&self, t: Slot) -> bool {
         match self {
-            SmallSet::Few(v) => v.contains(&t),
+            SmallSet::Few { .. } => self.few().contains(&t),
             SmallSet::Many(h) => h.contains(&t),
         }
     }
 
     fn insert(&mut self, t: Slot) -> bool {
+        if self.contains(t) {
+            return false;
+        }
         match self {
-            SmallSet::Few(v) if v.contains(&t) => false,
-            SmallSet::Few(v) if v.len() < SMALL_SET_MAX => {
-                v.push(t);
-                true
-            }
-            SmallSet::Few(v) => {
-                let mut h: SlotSet = v.drain(..).collect();
-                h.insert(t);
-                *self = SmallSet::Many(h);
+            SmallSet::Few { n, s } => {
+                let len = usize::from(*n);
+                if let Some(dst) = s.get_mut(len) {
+                    *dst = t;
+                    *n += 1;
+                } else {
+                    let mut h: SlotSet = s.iter().copied().collect();
+                    h.insert(t);
+                    *self = SmallSet::Many(h);
+                }
                 true
             }
             SmallSet::Many(h) => h.insert(t),
@@ -393,13 +434,17 @@ impl SmallSet {
 
     fn remove(&mut self, t: Slot) -> bool {
         match self {
-            SmallSet::Few(v) => match v.iter().position(|x| *x == t) {
-                Some(i) => {
-                    v.swap_remove(i);
-                    true
+            SmallSet::Few { n, s } => {
+                let len = usize::from(*n);
+                match s.iter().take(len).position(|x| *x == t) {
+                    Some(i) => {
+                        s.swap(i, len - 1);
+                        *n -= 1;
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
             SmallSet::Many(h) => h.remove(&t),
         }
     }
@@ -410,29 +455,124 @@ impl SmallSet {
 
     fn len(&self) -> usize {
         match self {
-            SmallSet::Few(v) => v.len(),
+            SmallSet::Few { n, .. } => usize::from(*n),
             SmallSet::Many(h) => h.len(),
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
-        let (few, many) = match self {
-            SmallSet::Few(v) => (v.as_slice(), None),
-            SmallSet::Many(h) => (&[][..], Some(h.iter())),
+        let many = match self {
+            SmallSet::Few { .. } => None,
+            SmallSet::Many(h) => Some(h.iter()),
         };
-        few.iter().chain(many.into_iter().flatten()).copied()
+        self.few().iter().chain(many.into_iter().flatten()).copied()
+    }
+}
+
+/// Id of an interned string (a label name or a value some selector compares against).
+type Sym = u32;
+
+/// Value id of a label whose value no selector compares against.
+const NO_SYM: Sym = Sym::MAX;
+
+/// Interns the label names and compared values that selectors mention, so evaluation inside
+/// the index compares integers instead of strings. Ids are never reused (the table only holds
+/// strings some selector has mentioned, so it grows with selector churn, not label churn),
+/// which keeps stale ids in a label set's `SymLabels` harmless.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Box<str>, Sym>,
+}
+
+impl Interner {
+    fn get(&self, s: &str) -> Sym {
+        self.ids.get(s).copied().unwrap_or(NO_SYM)
+    }
+
+    /// The id of `s` and whether it was new.
+    fn intern(&mut self, s: &str) -> (Sym, bool) {
+        if let Some(&id) = self.ids.get(s) {
+            return (id, false);
+        }
+        let id = Sym::try_from(self.ids.len()).unwrap_or(NO_SYM - 1);
+        self.ids.insert(s.into(), id);
+        (id, true)
+    }
+}
+
+/// Labels kept inline per label set in `SymLabels`.
+const INLINE_SYMS: usize = 8;
+
+/// A label set's labels under names some selector mentions, as (name id, value id) pairs
+/// (value `NO_SYM` when no selector compares against it), inline while small.
+#[derive(Debug, Clone)]
+enum SymLabels {
+    Inline { n: u8, p: [(Sym, Sym); INLINE_SYMS] },
+    Heap(Vec<(Sym, Sym)>),
+}
+
+impl Default for SymLabels {
+    fn default() -> Self {
+        SymLabels::Inline {
+            n: 0,
+            p: [(NO_SYM, NO_SYM); INLINE_SYMS],
+        }
+    }
+}
+
+impl SymLabels {
+    fn pairs(&self) -> &[(Sym, Sym)] {
+        match self {
+            SymLabels::Inline { n, p } => p.get(..usize::from(*n)).unwrap_or(&[]),
+            SymLabels::Heap(v) => v,
+        }
+    }
+
+    /// Value id of name `k`, if present.
+    fn get(&self, k: Sym) -> Option<Sym> {
+        self.pairs().iter().find(|(n, _)| *n == k).map(|&(_, v)| v)
+    }
+
+    /// Sets name `k` to value `v` (adds the name if missing).
+    fn set(&mut self, k: Sym, v: Sym) {
+        if let SymLabels::Heap(vec) = self {
+            match vec.iter_mut().find(|(n, _)| *n == k) {
+                Some(pair) => pair.1 = v,
+                None => vec.push((k, v)),
+            }
+            return;
+        }
+        if let SymLabels::Inline { n, p } = self {
+            let len = usize::from(*n);
+            if let Some(pair) = p.iter_mut().take(len).find(|(name, _)| *name == k) {
+                pair.1 = v;
+                return;
+            }
+            if let Some(dst) = p.get_mut(len) {
+                *dst = (k, v);
+                *n += 1;
+                return;
+            }
+            let mut vec = p.to_vec();
+            vec.push((k, v));
+            *self = SymLabels::Heap(vec);
+        }
     }
 }
 
 /// A selector flattened for evaluation inside the index: the tree in prefix order with
-/// subtree sizes, all strings in one buffer. Evaluating a cold selector then touches three
-/// contiguous allocations instead of one per node and string.
+/// subtree sizes; names and compared values as interned ids, the operands of the string
+/// operators (`contains`, `starts with`, `ends with`) in one buffer. Evaluating a cold selector
+/// then touches a few contiguous allocations and compares integers.
 struct Compiled {
     ops: Box<[Op]>,
     text: Box<str>,
-    /// Members of `in` / `not in` sets, each set sorted.
-    members: Box<[Str]>,
+    /// Members of `in` / `not in` sets larger than `FEW`, each set sorted by id.
+    members: Box<[Sym]>,
 }
+
+/// Largest `in` / `not in` set kept inside its op.
+const FEW: usize = 3;
 
 /// A string in `Compiled::text`.
 #[derive(Clone, Copy)]
@@ -444,15 +584,19 @@ struct Str {
 #[derive(Clone, Copy)]
 enum Op {
     True,
-    Has(Str),
-    Eq(Str, Str),
-    Ne(Str, Str),
+    Has(Sym),
+    Eq(Sym, Sym),
+    Ne(Sym, Sym),
     Contains(Str, Str),
     StartsWith(Str, Str),
     EndsWith(Str, Str),
     /// Label, first member index, member count.
-    In(Str, u32, u32),
-    NotIn(Str, u32, u32),
+    In(Sym, u32, u32),
+    NotIn(Sym, u32, u32),
+    /// Sets of up to `FEW` members kept in the op (padded with `NO_SYM`), which saves a
+    /// memory access per evaluation.
+    InFew(Sym, [Sym; FEW]),
+    NotInFew(Sym, [Sym; FEW]),
     /// Negates the following subtree.
     Not,
     /// Operand count and the number of ops in the whole subtree (this one included).
@@ -461,8 +605,16 @@ enum Op {
 }
 
 impl Compiled {
-    fn new(root: &Node) -> Self {
-        let mut c = CompiledBuilder::default();
+    /// Compiles `root`, interning its names and values; strings interned for the first time
+    /// are appended to `new_syms`.
+    fn new(root: &Node, interner: &mut Interner, new_syms: &mut Vec<(Sym, String)>) -> Self {
+        let mut c = CompiledBuilder {
+            ops: Vec::new(),
+            text: String::new(),
+            members: Vec::new(),
+            interner,
+            new_syms,
+        };
         c.push(root);
         Compiled {
             ops: c.ops.into_boxed_slice(),
@@ -476,12 +628,12 @@ impl Compiled {
         self.text.get(start..start + r.len as usize).unwrap_or("")
     }
 
-    fn evaluate(&self, labels: &FlatLabels) -> bool {
-        self.eval_at(0, labels).0
+    fn evaluate(&self, syms: &SymLabels, labels: &FlatLabels) -> bool {
+        self.eval_at(0, syms, labels).0
     }
 
     /// Evaluates the subtree at `pos`; returns the result and the position after it.
-    fn eval_at(&self, pos: usize, labels: &FlatLabels) -> (bool, usize) {
+    fn eval_at(&self, pos: usize, syms: &SymLabels, labels: &FlatLabels) -> (bool, usize) {
         let Some(op) = self.ops.get(pos) else {
             return (true, pos + 1);
         };
@@ -489,16 +641,18 @@ impl Compiled {
         let get = |k: Str| labels.get(self.s(k));
         let value = match *op {
             Op::True => true,
-            Op::Has(k) => get(k).is_some(),
-            Op::Eq(k, v) => get(k) == Some(self.s(v)),
-            Op::Ne(k, v) => get(k) != Some(self.s(v)),
+            Op::Has(k) => syms.get(k).is_some(),
+            Op::Eq(k, v) => syms.get(k) == Some(v),
+            Op::Ne(k, v) => syms.get(k) != Some(v),
             Op::Contains(k, v) => get(k).is_some_and(|l| l.contains(self.s(v))),
             Op::StartsWith(k, v) => get(k).is_some_and(|l| l.starts_with(self.s(v))),
             Op::EndsWith(k, v) => get(k).is_some_and(|l| l.ends_with(self.s(v))),
-            Op::In(k, first, n) => get(k).is_some_and(|l| self.member(first, n, l)),
-            Op::NotIn(k, first, n) => !get(k).is_some_and(|l| self.member(first, n, l)),
+            Op::In(k, first, n) => syms.get(k).is_some_and(|l| self.member(first, n, l)),
+            Op::NotIn(k, first, n) => !syms.get(k).is_some_and(|l| self.member(first, n, l)),
+            Op::InFew(k, set) => syms.get(k).is_some_and(|l| l != NO_SYM && set.contains(&l)),
+            Op::NotInFew(k, set) => !syms.get(k).is_some_and(|l| l != NO_SYM && set.contains(&l)),
             Op::Not => {
-                let (v, after) = self.eval_at(next, labels);
+                let (v, after) = self.eval_at(next, syms, labels);
                 return (!v, after);
             }
             Op::And(n, size) | Op::Or(n, size) => {
@@ -506,7 +660,7 @@ impl Compiled {
                 let end = pos + size as usize;
                 let mut at = next;
                 for _ in 0..n {
-                    let (v, after) = self.eval_at(at, labels);
+                    let (v, after) = self.eval_at(at, syms, labels);
                     if v != is_and {
                         // Short circuit: skip the remaining operands.
                         return (v, end);
@@ -519,22 +673,25 @@ impl Compiled {
         (value, next)
     }
 
-    fn member(&self, first: u32, n: u32, value: &str) -> bool {
+    fn member(&self, first: u32, n: u32, value: Sym) -> bool {
         let start = first as usize;
-        self.members
-            .get(start..start + n as usize)
-            .is_some_and(|set| set.binary_search_by(|m| self.s(*m).cmp(value)).is_ok())
+        value != NO_SYM
+            && self
+                .members
+                .get(start..start + n as usize)
+                .is_some_and(|set| set.binary_search(&value).is_ok())
     }
 }
 
-#[derive(Default)]
-struct CompiledBuilder {
+struct CompiledBuilder<'a> {
     ops: Vec<Op>,
     text: String,
-    members: Vec<Str>,
+    members: Vec<Sym>,
+    interner: &'a mut Interner,
+    new_syms: &'a mut Vec<(Sym, String)>,
 }
 
-impl CompiledBuilder {
+impl CompiledBuilder<'_> {
     fn str(&mut self, s: &str) -> Str {
         let start = offset(self.text.len());
         self.text.push_str(s);
@@ -544,37 +701,54 @@ impl CompiledBuilder {
         }
     }
 
-    fn set(&mut self, values: &[String]) -> (u32, u32) {
-        // Sets are kept sorted by the parser and `Selector::from_node`; sort anyway so the
-        // binary search never depends on that.
-        let mut sorted: Vec<&String> = values.iter().collect();
-        sorted.sort_unstable();
-        let first = offset(self.members.len());
-        for v in sorted {
-            let r = self.str(v);
-            self.members.push(r);
+    fn sym(&mut self, s: &str) -> Sym {
+        let (id, new) = self.interner.intern(s);
+        if new {
+            self.new_syms.push((id, s.to_string()));
         }
-        (first, offset(values.len()))
+        id
+    }
+
+    /// Interns a set's members: inline when there are at most `FEW`, else in `members`.
+    fn set(&mut self, values: &[String]) -> Result<[Sym; FEW], (u32, u32)> {
+        let mut ids: Vec<Sym> = values.iter().map(|v| self.sym(v)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() <= FEW {
+            let mut few = [NO_SYM; FEW];
+            for (dst, id) in few.iter_mut().zip(ids) {
+                *dst = id;
+            }
+            return Ok(few);
+        }
+        let first = offset(self.members.len());
+        let n = offset(ids.len());
+        self.members.extend(ids);
+        Err((first, n))
     }
 
     fn push(&mut self, node: &Node) {
         let op = match node {
             Node::All | Node::Global => Op::True,
-            Node::Has(k) => Op::Has(self.str(k)),
-            Node::Eq(k, v) => Op::Eq(self.str(k), self.str(v)),
-            Node::Ne(k, v) => Op::Ne(self.str(k), self.str(v)),
+            Node::Has(k) => Op::Has(self.sym(k)),
+            Node::Eq(k, v) => Op::Eq(self.sym(k), self.sym(v)),
+            Node::Ne(k, v) => Op::Ne(self.sym(k), self.sym(v)),
             Node::Contains(k, v) => Op::Contains(self.str(k), self.str(v)),
             Node::StartsWith(k, v) => Op::StartsWith(self.str(k), self.str(v)),
             Node::EndsWith(k, v) => Op::EndsWith(self.str(k), self.str(v)),
             Node::In(k, set) => {
-                let k = self.str(k);
-                let (first, n) = self.set(set);
-                Op::In(k, first, n)
+                let k = self.sym(k);
+                match self.set(set) {
+                    Ok(few) => Op::InFew(k, few),
+                    Err((first, n)) => Op::In(k, first, n),
+                }
             }
             Node::NotIn(k, set) => {
-                let k = self.str(k);
-                let (first, n) = self.set(set);
-                Op::NotIn(k, first, n)
+                let k = self.sym(k);
+                match self.set(set) {
+                    Ok(few) => Op::NotInFew(k, few),
+                    Err((first, n)) => Op::NotIn(k, first, n),
+                }
             }
             Node::Not(inner) => {
                 self.ops.push(Op::Not);
@@ -617,6 +791,8 @@ struct LabelSetEntry<L, P> {
     own: FlatLabels,
     parents: Vec<P>,
     effective: FlatLabels,
+    /// The effective labels under names some selector mentions, interned.
+    syms: SymLabels,
     /// Slots of the selectors matching this label set.
     matches: SmallSet,
 }
@@ -640,7 +816,7 @@ impl LabelSetsByValue {
         let added = match self.by_value.get_mut(v) {
             Some(set) => set.insert(slot),
             None => {
-                self.by_value.insert(v.into(), SmallSet::Few(vec![slot]));
+                self.by_value.insert(v.into(), SmallSet::one(slot));
                 true
             }
         };
@@ -678,6 +854,8 @@ fn label_names(root: &Node) -> BTreeSet<&str> {
 #[derive(Default)]
 struct LabelEntry {
     refs: usize,
+    /// The interned label name.
+    name_id: Sym,
     sels: SelectorsByValue,
     sets: LabelSetsByValue,
 }
@@ -703,6 +881,10 @@ pub struct LabelIndex<S, L, P = String> {
     /// holding it (by value).
     labels: HashMap<Box<str>, LabelEntry>,
     sels_full_scan: SlotSet,
+    /// Per selector slot: `name_bit` of every label name it mentions (a dense array, so
+    /// checking whether a changed label can affect a selector touches no selector entry).
+    sel_masks: Vec<u64>,
+    interner: Interner,
 
     /// Re-file selectors when the number of label sets reaches this.
     refile_at: usize,
@@ -721,6 +903,8 @@ impl<S, L, P> Default for LabelIndex<S, L, P> {
             children: HashMap::new(),
             labels: HashMap::new(),
             sels_full_scan: SlotSet::default(),
+            sel_masks: Vec::new(),
+            interner: Interner::default(),
             refile_at: FIRST_REFILE_AT,
         }
     }
@@ -753,6 +937,12 @@ fn alloc_slot<T>(slab: &mut Vec<Option<T>>, free: &mut Vec<Slot>) -> Slot {
     }
     slab.push(None);
     Slot::try_from(slab.len() - 1).unwrap_or(Slot::MAX)
+}
+
+/// A label name's bit in a selector's mask of mentioned names (a 64-bit Bloom filter: a
+/// collision only costs an evaluation).
+fn name_bit(name_id: Sym) -> u64 {
+    1u64 << (name_id % 64)
 }
 
 fn slot_index(s: Slot) -> usize {
@@ -809,7 +999,8 @@ where
         };
         // Reference the new selector's label names before releasing the old one's, so shared
         // names keep their index.
-        self.retain_labels(selector.root());
+        let mut new_syms = Vec::new();
+        self.retain_labels(selector.root(), &mut new_syms);
         let old_matches = match old {
             Some(e) => {
                 self.release_labels(e.selector.root());
@@ -818,39 +1009,48 @@ where
             None => SlotSet::default(),
         };
         let strategy = self.plan(selector.root());
-        let compiled = Compiled::new(selector.root());
+        let compiled = Compiled::new(selector.root(), &mut self.interner, &mut new_syms);
+        self.patch_syms(&new_syms);
         self.file_selector(slot, &strategy);
+        let mask = label_names(selector.root())
+            .into_iter()
+            .filter_map(|n| self.labels.get(n))
+            .fold(0u64, |m, le| m | name_bit(le.name_id));
+        if self.sel_masks.len() <= slot_index(slot) {
+            self.sel_masks.resize(slot_index(slot) + 1, u64::MAX);
+        }
+        if let Some(m) = self.sel_masks.get_mut(slot_index(slot)) {
+            *m = mask;
+        }
 
-        // Candidate label sets: those holding a filing label (or one of its values).
-        let mut new = SlotSet::default();
+        // Candidate label sets: those holding a filing label (or one of its values). Buckets
+        // of one label are disjoint, so only several parts (`AnyOf`) can repeat a candidate.
+        let mut matched: Vec<Slot> = Vec::new();
         {
             let sets = &self.label_sets;
+            let consider = |l: Slot, matched: &mut Vec<Slot>| {
+                if let Some(Some(e)) = sets.get(slot_index(l))
+                    && compiled.evaluate(&e.syms, &e.effective)
+                {
+                    matched.push(l);
+                }
+            };
             if strategy == ScanStrategy::FullScan {
                 for (i, e) in sets.iter().enumerate() {
                     if let Some(e) = e
-                        && compiled.evaluate(&e.effective)
+                        && compiled.evaluate(&e.syms, &e.effective)
                     {
-                        new.insert(Slot::try_from(i).unwrap_or(Slot::MAX));
+                        matched.push(Slot::try_from(i).unwrap_or(Slot::MAX));
                     }
                 }
             }
-            let mut consider = |l: Slot| {
-                if new.contains(&l) {
-                    return;
-                }
-                if let Some(Some(e)) = sets.get(slot_index(l))
-                    && compiled.evaluate(&e.effective)
-                {
-                    new.insert(l);
-                }
-            };
             for part in strategy.parts() {
                 match part {
                     ScanStrategy::Values { label, values } => {
                         if let Some(byv) = self.labels.get(label.as_str()).map(|e| &e.sets) {
                             for v in values {
                                 if let Some(ls) = byv.by_value.get(v.as_str()) {
-                                    ls.iter().for_each(&mut consider);
+                                    ls.iter().for_each(|l| consider(l, &mut matched));
                                 }
                             }
                         }
@@ -858,14 +1058,21 @@ where
                     ScanStrategy::LabelName { label } => {
                         if let Some(byv) = self.labels.get(label.as_str()).map(|e| &e.sets) {
                             for ls in byv.by_value.values() {
-                                ls.iter().for_each(&mut consider);
+                                ls.iter().for_each(|l| consider(l, &mut matched));
                             }
                         }
                     }
                     _ => {}
                 }
             }
+            if strategy.parts().len() > 1 {
+                matched.sort_unstable();
+                matched.dedup();
+            }
         }
+        let mut new =
+            SlotSet::with_capacity_and_hasher(matched.len(), BuildHasherDefault::default());
+        new.extend(matched.iter().copied());
 
         // One selector: sorting each list by label-set id sorts the events.
         let mut stopped = Vec::new();
@@ -875,8 +1082,8 @@ where
                 stopped.push(e.id.clone());
             }
         }
-        let mut started = Vec::new();
-        for &l in new.iter().filter(|l| !old_matches.contains(l)) {
+        let mut started = Vec::with_capacity(matched.len());
+        for &l in matched.iter().filter(|l| !old_matches.contains(l)) {
             if let Some(e) = self.set_mut(l) {
                 e.matches.insert(slot);
                 started.push(e.id.clone());
@@ -1100,6 +1307,7 @@ where
         parents: Vec<P>,
     ) -> Vec<MatchEvent<S, L>> {
         let own = FlatLabels::from_map(labels);
+        let fresh = !self.set_slots.contains_key(&id);
         let slot = match self.set_slots.get(&id).copied() {
             Some(slot) => {
                 let Some(old) = self.set(slot) else {
@@ -1122,6 +1330,7 @@ where
                     own: FlatLabels::default(),
                     parents: Vec::new(),
                     effective: FlatLabels::default(),
+                    syms: SymLabels::default(),
                     matches: SmallSet::default(),
                 });
                 slot
@@ -1137,7 +1346,7 @@ where
         }
         // Events of a single label set come out of `set_effective` sorted.
         let mut events = Vec::new();
-        self.set_effective(slot, effective, &mut events);
+        self.set_effective(slot, effective, fresh, &mut events);
         if self.set_slots.len() >= self.refile_at {
             self.refile_at = self.set_slots.len().saturating_mul(2);
             self.refile_all();
@@ -1218,7 +1427,7 @@ where
             let parent_maps = entry.parents.iter().filter_map(|p| self.parents.get(p));
             let effective = FlatLabels::merge(&entry.own, parent_maps);
             if effective != entry.effective {
-                self.set_effective(l, effective, &mut events);
+                self.set_effective(l, effective, false, &mut events);
             }
         }
         events.sort_unstable();
@@ -1227,10 +1436,14 @@ where
 
     /// Gives a label set new effective labels, re-indexes the pairs that changed and
     /// recomputes its matches from the candidate selectors only.
+    ///
+    /// A `fresh` label set has never been evaluated; otherwise a candidate selector that
+    /// mentions none of the labels whose value changed keeps its previous result unevaluated.
     fn set_effective(
         &mut self,
         slot: Slot,
         effective: FlatLabels,
+        fresh: bool,
         events: &mut Vec<MatchEvent<S, L>>,
     ) {
         let Some(entry) = self.set_mut(slot) else {
@@ -1243,6 +1456,8 @@ where
         // and collects the candidate selectors filed under the new pairs, with one lookup per
         // label name.
         let mut candidates: Vec<Slot> = Vec::new();
+        let mut syms = SymLabels::default();
+        let mut changed = 0u64;
         let (mut a, mut b) = (old_effective.iter().peekable(), effective.iter().peekable());
         'walk: loop {
             let (name, old_v, new_v) = match (a.peek().copied(), b.peek().copied()) {
@@ -1275,6 +1490,7 @@ where
                 continue;
             };
             if old_v != new_v {
+                changed |= name_bit(le.name_id);
                 if let Some(v) = old_v {
                     le.sets.remove(slot, v);
                 }
@@ -1283,6 +1499,7 @@ where
                 }
             }
             if let Some(v) = new_v {
+                syms.set(le.name_id, self.interner.get(v));
                 candidates.extend(le.sels.wildcard.iter().copied());
                 if let Some(ss) = le.sels.by_value.get(v) {
                     candidates.extend(ss.iter().copied());
@@ -1298,9 +1515,20 @@ where
             if new.contains(s) {
                 continue;
             }
-            if let Some(Some(e)) = self.selectors.get(slot_index(s))
-                && e.compiled.evaluate(&effective)
-            {
+            let affected = fresh
+                || self
+                    .sel_masks
+                    .get(slot_index(s))
+                    .is_none_or(|m| m & changed != 0);
+            let hit = if affected {
+                self.selectors
+                    .get(slot_index(s))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| e.compiled.evaluate(&syms, &effective))
+            } else {
+                old_matches.contains(s)
+            };
+            if hit {
                 new.insert(s);
             }
         }
@@ -1335,30 +1563,55 @@ where
         }));
         if let Some(entry) = self.set_mut(slot) {
             entry.effective = effective;
+            entry.syms = syms;
             entry.matches = new;
         }
     }
 
     /// Takes a reference on every label name `root` mentions; a name indexed for the first
-    /// time gets its label-set index built from the current label sets.
-    fn retain_labels(&mut self, root: &Node) {
+    /// time gets its label-set index built from the current label sets. Names interned for
+    /// the first time are appended to `new_syms`.
+    fn retain_labels(&mut self, root: &Node, new_syms: &mut Vec<(Sym, String)>) {
         for name in label_names(root) {
             if let Some(le) = self.labels.get_mut(name) {
                 le.refs += 1;
                 continue;
             }
+            let (name_id, new) = self.interner.intern(name);
+            if new {
+                new_syms.push((name_id, name.to_string()));
+            }
             let mut le = LabelEntry {
                 refs: 1,
+                name_id,
                 ..LabelEntry::default()
             };
-            for (i, e) in self.label_sets.iter().enumerate() {
+            // Also refreshes pairs a set kept from an earlier time this name was indexed.
+            for (i, e) in self.label_sets.iter_mut().enumerate() {
                 if let Some(e) = e
                     && let Some(v) = e.effective.get(name)
                 {
                     le.sets.insert(Slot::try_from(i).unwrap_or(Slot::MAX), v);
+                    e.syms.set(name_id, self.interner.get(v));
                 }
             }
             self.labels.insert(name.into(), le);
+        }
+    }
+
+    /// Strings interned for the first time may already be values of label sets under indexed
+    /// names; those sets learn the new id.
+    fn patch_syms(&mut self, new_syms: &[(Sym, String)]) {
+        for (id, s) in new_syms {
+            for le in self.labels.values() {
+                if let Some(slots) = le.sets.by_value.get(s.as_str()) {
+                    for l in slots.iter() {
+                        if let Some(Some(e)) = self.label_sets.get_mut(slot_index(l)) {
+                            e.syms.set(le.name_id, *id);
+                        }
+                    }
+                }
+            }
         }
     }
 
