@@ -694,7 +694,7 @@ fn k8s_rule_to_calico(
     let mut rules = Vec::new();
     for (protocol, ports) in by_protocol {
         let ports = simplify_ports(ports.unwrap_or_default());
-        let protocol = (!protocol.is_empty()).then(|| Protocol::Name(protocol));
+        let protocol = (!protocol.is_empty()).then_some(Protocol::Name(protocol));
         for peer in &peer_fields {
             let mut rule = Rule {
                 action: Action::Allow,
