@@ -25,7 +25,7 @@ const KILLS: usize = 20;
 struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -96,7 +96,7 @@ fn adds_killed_at_random_points_leave_only_reported_leaks() {
         let container = format!("kill{i:02}0123456789abcdef");
         let pod = format!("victim-{i}");
         let args = k8s_args(&pod, &container);
-        let delay = Duration::from_millis(rng.next() % (window_ms + 1));
+        let delay = Duration::from_millis(rng.next_u64() % (window_ms + 1));
         let mut running = lab.spawn("ADD", &container, &netns_path(&wl), &args);
         std::thread::sleep(delay);
         let mut child = running.child.take().unwrap();
