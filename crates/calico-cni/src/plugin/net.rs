@@ -27,6 +27,9 @@ pub struct Plan {
     /// Host-prefix addresses (/32, /128).
     pub addrs: Vec<IpNet>,
     pub allow_ip_forwarding: bool,
+    /// Whether an existing `ifname` in the container is a leftover of an interrupted ADD of the
+    /// same attachment (replace it) rather than a second ADD (an error, as the spec requires).
+    pub replace_leftover: bool,
 }
 
 fn nl_err(what: String, e: NetlinkError) -> CniError {
@@ -57,19 +60,26 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
     let cont = RtNetlink::connect_in(&netns)
         .map_err(|e| nl_err(format!("netlink in {}", plan.netns_path), e))?;
 
-    if cont
+    if let Some(existing) = cont
         .link_by_name(&plan.ifname)
         .await
         .map_err(|e| nl_err(format!("link {}", plan.ifname), e))?
-        .is_some()
     {
-        return Err(CniError::plugin(
-            format!(
-                "interface {} already exists in netns {}",
-                plan.ifname, plan.netns_path
-            ),
-            "the runtime must not ADD twice without DEL",
-        ));
+        if !plan.replace_leftover {
+            return Err(CniError::plugin(
+                format!(
+                    "interface {} already exists in netns {}",
+                    plan.ifname, plan.netns_path
+                ),
+                "the runtime must not ADD twice without DEL",
+            ));
+        }
+        tracing::info!(ifname = %plan.ifname, "removing the leftover of an interrupted ADD");
+        match cont.delete_link(existing.index).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(nl_err(format!("link {}: delete leftover", plan.ifname), e)),
+        }
     }
     // A leftover host end (from a killed ADD) is removed first, as upstream does.
     if let Some(old) = host
