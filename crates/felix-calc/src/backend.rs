@@ -3,7 +3,6 @@
 //! namespace / service-account / orchestrator labels. [`crate::convert`] builds these.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use calico_model::selector::Selector;
 use ipnet::IpNet;
@@ -226,6 +225,3 @@ pub struct EndpointData {
     pub item: Item,
     pub details: EndpointDetails,
 }
-
-/// Shared, immutable backend policy.
-pub type PolicyRef = Arc<Policy>;
