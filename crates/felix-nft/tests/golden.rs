@@ -3,6 +3,8 @@
 //! Every golden is also checked by the real `nft -c -f` inside a lab namespace (loud SKIP when
 //! not root or nft is missing), as are random rule combinations.
 
+#![allow(clippy::cloned_ref_to_slice_refs)] // `&[id.clone()]` reads better in scenarios
+
 mod common;
 
 use std::path::PathBuf;
@@ -357,12 +359,12 @@ fn label_change_script(n_policies: usize) -> String {
             vec![],
         ));
     }
-    for i in 0..n_policies {
+    for (i, id) in ids.iter().enumerate() {
         msgs.push(wep(
             &format!("cali{i:x}"),
             &[&format!("10.65.{}.{}/32", i / 200, i % 200 + 2)],
             &[],
-            vec![tier("default", "Deny", &[ids[i].clone()], &[])],
+            vec![tier("default", "Deny", std::slice::from_ref(id), &[])],
         ));
     }
     let mut st = state(&msgs);

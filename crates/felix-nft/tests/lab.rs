@@ -149,7 +149,7 @@ fn policy_enforced_on_real_traffic() {
     let nft = NftCli::in_netns(node.netns().clone());
     let mut dp = NftDataplane::new(nft, Config::default());
     let web = pid("default", "default.web", "");
-    let tiers_b = vec![tier("default", "Deny", &[web.clone()], &[])];
+    let tiers_b = vec![tier("default", "Deny", std::slice::from_ref(&web), &[])];
     for m in [
         profile("kns.default", vec![rule("allow")], vec![rule("allow")]),
         ipset("s:frontend", IpSetType::Net, &["10.65.0.2/32"]),
