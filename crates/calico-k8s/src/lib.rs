@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod eval;
 pub mod types;
 
 pub use convert::{
