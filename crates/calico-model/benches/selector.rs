@@ -270,6 +270,7 @@ fn bench_index() {
     let mut rng = Rng(0x0dd_ba11_cafe_f00d);
     let mut times = Vec::with_capacity(CHANGES);
     let mut undisturbed = Vec::with_capacity(CHANGES);
+    let mut by_kind: [Vec<(Duration, usize)>; 3] = Default::default();
     let mut changed_events = 0usize;
     for _ in 0..CHANGES {
         let id = rng.below(LABEL_SETS);
@@ -278,7 +279,8 @@ fn bench_index() {
             .map(|e| e.to_map())
             .unwrap_or_default();
         labels.retain(|k, _| !k.starts_with("pcns."));
-        match rng.below(3) {
+        let kind = rng.below(3);
+        match kind {
             0 => {
                 labels.insert("app".into(), format!("app{}", rng.below(APPS)));
             }
@@ -301,6 +303,7 @@ fn bench_index() {
         let ev = idx.update_labels(id, &labels, parents);
         let took = start.elapsed();
         times.push(took);
+        by_kind[kind as usize].push((took, ev.len()));
         if let (Some((_, a)), Some((_, b))) = (before, schedstat())
             && a == b
         {
@@ -337,6 +340,22 @@ fn bench_index() {
         "  ({changed_events} match events over {CHANGES} changes, {} of them never switched out)",
         undisturbed.len()
     );
+    for (name, mut v) in ["new app", "canary toggle", "tier move"]
+        .into_iter()
+        .zip(by_kind)
+    {
+        v.sort_unstable();
+        if v.is_empty() {
+            continue;
+        }
+        let (p99, ev) = v[((v.len() - 1) as f64 * 0.99).round() as usize];
+        println!(
+            "  ({name}: {} changes, p50 {:.1} us, p99 {:.1} us with {ev} events)",
+            v.len(),
+            v[v.len() / 2].0.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+    }
 
     // A namespace label change re-evaluates every endpoint inheriting it (500 here).
     let start = Instant::now();

@@ -422,7 +422,9 @@ impl SmallSet {
                     *dst = t;
                     *n += 1;
                 } else {
-                    let mut h: SlotSet = s.iter().copied().collect();
+                    let mut h =
+                        SlotSet::with_capacity_and_hasher(4 * SMALL_SET_MAX, Default::default());
+                    h.extend(s.iter().copied());
                     h.insert(t);
                     *self = SmallSet::Many(h);
                 }
@@ -1070,8 +1072,12 @@ where
                 matched.dedup();
             }
         }
-        let mut new =
-            SlotSet::with_capacity_and_hasher(matched.len(), BuildHasherDefault::default());
+        // Headroom: growing a set of thousands of matches rehashes all of them, a latency
+        // spike for whichever label-set update happens to cross the capacity.
+        let mut new = SlotSet::with_capacity_and_hasher(
+            matched.len().saturating_mul(2).max(16),
+            BuildHasherDefault::default(),
+        );
         new.extend(matched.iter().copied());
 
         // One selector: sorting each list by label-set id sorts the events.
@@ -1509,29 +1515,39 @@ where
         drop((a, b));
         candidates.extend(self.sels_full_scan.iter().copied());
 
-        // A selector filed under several parts (`AnyOf`) can be reached more than once.
+        // A selector filed under several parts (`AnyOf`) can be reached more than once (its
+        // second evaluation is merely redundant). The selectors to evaluate are gathered first
+        // and their ops touched in a separate pass: those loads do not depend on each other,
+        // so their cache misses overlap instead of stalling one evaluation after another.
         let mut new = SmallSet::default();
-        for s in candidates {
-            if new.contains(s) {
-                continue;
-            }
+        let mut to_eval: Vec<&Compiled> = Vec::with_capacity(candidates.len());
+        let mut to_eval_slots: Vec<Slot> = Vec::with_capacity(candidates.len());
+        for &s in &candidates {
             let affected = fresh
                 || self
                     .sel_masks
                     .get(slot_index(s))
                     .is_none_or(|m| m & changed != 0);
-            let hit = if affected {
-                self.selectors
-                    .get(slot_index(s))
-                    .and_then(Option::as_ref)
-                    .is_some_and(|e| e.compiled.evaluate(&syms, &effective))
-            } else {
-                old_matches.contains(s)
-            };
-            if hit {
+            if !affected {
+                if old_matches.contains(s) {
+                    new.insert(s);
+                }
+            } else if let Some(Some(e)) = self.selectors.get(slot_index(s)) {
+                to_eval.push(&e.compiled);
+                to_eval_slots.push(s);
+            }
+        }
+        let touched = to_eval
+            .iter()
+            .filter(|c| matches!(c.ops.first(), Some(Op::And(..))))
+            .count();
+        std::hint::black_box(touched);
+        for (c, &s) in to_eval.iter().zip(&to_eval_slots) {
+            if c.evaluate(&syms, &effective) {
                 new.insert(s);
             }
         }
+        drop(to_eval);
 
         let Some(label_id) = self.set(slot).map(|e| e.id.clone()) else {
             return;
