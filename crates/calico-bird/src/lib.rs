@@ -116,6 +116,8 @@ pub enum RenderError {
     },
     #[error("bgpconfiguration {config}: invalid community {value:?}")]
     BadCommunity { config: String, value: String },
+    #[error("bgpconfiguration default: invalid {field} cidr {value:?}")]
+    BadServiceCidr { field: &'static str, value: String },
     #[error("bgpfilter {filter}: referenced by bgppeer {peer} but not found")]
     MissingFilter { filter: String, peer: String },
 }

@@ -184,6 +184,13 @@ pub struct FamilyPlan {
     pub borrowed: Vec<IpAddr>,
     /// `apply_communities`: (cidr, community statements) in the configured order.
     pub communities: Vec<(String, Vec<String>)>,
+    /// Service CIDRs advertised from this node (static blackhole routes, accepted on export).
+    pub service_routes: Vec<IpNet>,
+    /// Service CIDRs never programmed into the kernel from BGP (the local kube-proxy handles
+    /// them).
+    pub reject_cidrs: Vec<IpNet>,
+    /// On a route reflector: external / load-balancer ranges whose routes are re-advertised.
+    pub rr_service_ranges: Vec<IpNet>,
     pub filter_functions: Vec<FilterFunction>,
 }
 
@@ -353,6 +360,7 @@ pub fn plan(inputs: &BgpInputs, family: Family) -> Result<FamilyPlan, RenderErro
     borrowed.dedup();
 
     let communities = ctx.communities()?;
+    let (service_routes, reject_cidrs, rr_service_ranges) = ctx.service_routes(local)?;
     let ignored_interfaces = global
         .map(|g| g.ignored_interfaces.clone())
         .unwrap_or_default();
@@ -374,6 +382,9 @@ pub fn plan(inputs: &BgpInputs, family: Family) -> Result<FamilyPlan, RenderErro
         blocks,
         borrowed,
         communities,
+        service_routes,
+        reject_cidrs,
+        rr_service_ranges,
         filter_functions,
     })
 }
@@ -809,6 +820,63 @@ impl<'a> Ctx<'a> {
             });
         }
         Ok(Some(v.clone()))
+    }
+
+    /// Service advertisement from the BGPConfiguration's serviceClusterIPs, serviceExternalIPs
+    /// and serviceLoadBalancerIPs ranges (single-address LB entries are per-service and need
+    /// the Service watcher, so they are left out here, as upstream does for the global ranges).
+    /// A node labelled `node.kubernetes.io/exclude-from-external-load-balancers=true` does not
+    /// advertise them but still keeps them out of its kernel.
+    #[allow(clippy::type_complexity)]
+    fn service_routes(
+        &self,
+        local: &NodeInfo<'_>,
+    ) -> Result<(Vec<IpNet>, Vec<IpNet>, Vec<IpNet>), RenderError> {
+        let Some(g) = self.global else {
+            return Ok(Default::default());
+        };
+        let parse = |field: &'static str, v: &str| -> Result<IpNet, RenderError> {
+            v.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .map_err(|_| RenderError::BadServiceCidr {
+                    field,
+                    value: v.to_string(),
+                })
+        };
+        let mut ranges = BTreeSet::new();
+        let mut rr_ranges = BTreeSet::new();
+        for b in &g.service_cluster_ips {
+            ranges.insert(parse("serviceClusterIPs", &b.cidr)?);
+        }
+        for b in &g.service_external_ips {
+            let n = parse("serviceExternalIPs", &b.cidr)?;
+            ranges.insert(n);
+            rr_ranges.insert(n);
+        }
+        for b in &g.service_load_balancer_ips {
+            let n = parse("serviceLoadBalancerIPs", &b.cidr)?;
+            rr_ranges.insert(n);
+            if n.prefix_len() != n.max_prefix_len() {
+                ranges.insert(n);
+            }
+        }
+        let fam = |set: BTreeSet<IpNet>| -> Vec<IpNet> {
+            set.into_iter()
+                .filter(|n| self.family.matches_net(n))
+                .collect()
+        };
+        let excluded = local
+            .labels
+            .get("node.kubernetes.io/exclude-from-external-load-balancers")
+            .is_some_and(|v| v == "true");
+        let reject = fam(ranges.clone());
+        let advertise = if excluded { Vec::new() } else { fam(ranges) };
+        let rr = if local.rr_cluster_id.is_empty() {
+            Vec::new()
+        } else {
+            fam(rr_ranges)
+        };
+        Ok((advertise, reject, rr))
     }
 
     /// `apply_communities` statements: the node's own prefixAdvertisements when its

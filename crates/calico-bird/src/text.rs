@@ -154,6 +154,16 @@ fn blocks(o: &mut String, p: &FamilyPlan) {
     }
     line!(o, "}}");
     line!(o);
+    if !p.service_routes.is_empty() {
+        line!(o, "# Service address ranges advertised from this node.");
+        line!(o, "protocol static calico_service_routes {{");
+        line!(o, "  {};", p.family.channel());
+        for n in &p.service_routes {
+            line!(o, "  route {n} blackhole;");
+        }
+        line!(o, "}}");
+        line!(o);
+    }
     line!(
         o,
         "# Aggregation: export each block, not the routes beneath it."
@@ -237,6 +247,15 @@ fn export_functions(o: &mut String, p: &FamilyPlan) {
     }
     line!(o, "  apply_communities();");
     line!(o, "  calico_aggr();");
+    for n in &p.service_routes {
+        line!(o, "  if ( net = {n} ) then {{ accept; }} # Service range.");
+    }
+    for n in &p.rr_service_ranges {
+        line!(
+            o,
+            "  if ( net ~ {n} ) then {{ accept; }} # Route reflector: service routes."
+        );
+    }
     for pool in p.pools.iter().filter(|x| !x.export_disabled) {
         line!(o, "  if (net ~ {}) then {{ accept; }}", pool.cidr);
     }
@@ -261,6 +280,12 @@ fn kernel_filter(o: &mut String, p: &FamilyPlan) {
         "    if (krt_metric < {prio}) then {{ preference = 200; }}"
     );
     line!(o, "  }}");
+    for n in &p.reject_cidrs {
+        line!(
+            o,
+            "  if ( net ~ {n} ) then {{ reject; }} # Service range: handled by kube-proxy."
+        );
+    }
     for pool in &p.pools {
         if pool.kernel_accept {
             line!(o, "  if (net ~ {}) then {{ accept; }}", pool.cidr);

@@ -34,6 +34,8 @@ metadata: {name: default}
 spec:
   asNumber: 65000
   nodeMeshMaxRestartTime: 2m
+  serviceClusterIPs: [{cidr: 10.96.0.0/12}]
+  serviceLoadBalancerIPs: [{cidr: 203.0.113.0/24}, {cidr: 203.0.113.5/32}]
 ---
 apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
@@ -238,6 +240,46 @@ fn rendered_text_states_the_features() {
     );
     // The ToR session has no source address, so it is not strictly bound.
     assert!(!t.contains("strict bind"));
+}
+
+#[test]
+fn service_ranges_are_advertised_and_kept_out_of_the_kernel() {
+    let t = calico_bird::render(&cluster()).expect("render").bird_cfg;
+    for want in [
+        "route 10.96.0.0/12 blackhole;",
+        "route 203.0.113.0/24 blackhole;",
+        "if ( net = 10.96.0.0/12 ) then { accept; }",
+        "if ( net ~ 10.96.0.0/12 ) then { reject; }",
+    ] {
+        assert!(t.contains(want), "bird.cfg lacks {want:?}:\n{t}");
+    }
+    assert!(
+        !t.contains("203.0.113.5/32"),
+        "single LB addresses are per-service, not global"
+    );
+
+    let mut rr = cluster();
+    rr.node_name = "rr1".into();
+    let t = calico_bird::render(&rr).expect("render").bird_cfg;
+    assert!(
+        t.contains("if ( net ~ 203.0.113.5/32 ) then { accept; } # Route reflector"),
+        "{t}"
+    );
+
+    let mut excluded = cluster();
+    excluded.nodes[0].metadata.labels.insert(
+        "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+        "true".into(),
+    );
+    let t = calico_bird::render(&excluded).expect("render").bird_cfg;
+    assert!(
+        !t.contains("route 10.96.0.0/12 blackhole;"),
+        "excluded node must not advertise"
+    );
+    assert!(
+        t.contains("if ( net ~ 10.96.0.0/12 ) then { reject; }"),
+        "but still keeps it out of the kernel"
+    );
 }
 
 #[test]
