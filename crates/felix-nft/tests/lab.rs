@@ -330,3 +330,128 @@ fn endpoint_to_host_action() {
         );
     }
 }
+
+fn hep(
+    iface: &str,
+    tiers: Vec<TierInfo>,
+    forward: Vec<TierInfo>,
+    pre_dnat: Vec<TierInfo>,
+) -> ToDataplane {
+    ToDataplane::HostEndpointUpdate(HostEndpointUpdate {
+        id: HostEndpointId {
+            endpoint_id: format!("node-{iface}"),
+        },
+        endpoint: HostEndpoint {
+            name: iface.into(),
+            profile_ids: vec![],
+            tiers,
+            untracked_tiers: vec![],
+            pre_dnat_tiers: pre_dnat,
+            forward_tiers: forward,
+            expected_ipv4_addrs: vec![],
+            expected_ipv6_addrs: vec![],
+        },
+    })
+}
+
+/// A host endpoint on the node's uplink: failsafe ports stay open with no policy, normal
+/// policy opens more, applyOnForward policy polices forwarded traffic, preDNAT denies early.
+#[test]
+fn host_endpoint_failsafe_forward_and_prednat() {
+    if !lab_available("host_endpoint_failsafe_forward_and_prednat") {
+        return;
+    }
+    if !binary_in_path("nft") {
+        eprintln!("SKIP host_endpoint_failsafe_forward_and_prednat: `nft` not installed");
+        return;
+    }
+    let node = LabNs::new("fnhep").unwrap();
+    node.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    node.ip(&["route", "add", "169.254.1.1/32", "dev", "lo"])
+        .unwrap();
+    let ext = LabNs::new("fnext").unwrap();
+    node.veth_to("eth0", &ext, "eth0").unwrap();
+    node.ip(&["addr", "add", "10.99.1.1/24", "dev", "eth0"])
+        .unwrap();
+    node.ip(&["link", "set", "eth0", "up"]).unwrap();
+    ext.ip(&["addr", "add", "10.99.1.2/24", "dev", "eth0"])
+        .unwrap();
+    ext.ip(&["link", "set", "eth0", "up"]).unwrap();
+    ext.ip(&["route", "add", "10.65.0.0/24", "via", "10.99.1.1"])
+        .unwrap();
+    let a = plumb(&node, "fnhwa", "cali1a", "10.65.0.2");
+    listen(&node, "10.99.1.1", 22);
+    listen(&node, "10.99.1.1", 8080);
+    listen(&a.ns, a.ip, 80);
+    assert!(tcp_ok(&ext, "10.99.1.1", 8080), "baseline to host");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut dp = NftDataplane::new(NftCli::in_netns(node.netns().clone()), Config::default());
+    dp.on_message(&profile(
+        "kns.default",
+        vec![rule("allow")],
+        vec![rule("allow")],
+    ))
+    .unwrap();
+    dp.on_message(&wep_msg("cali1a", a.ip, vec![], &[]))
+        .unwrap();
+    dp.on_message(&hep("eth0", vec![], vec![], vec![])).unwrap();
+    rt.block_on(dp.apply()).unwrap();
+    assert!(tcp_ok(&ext, "10.99.1.1", 22), "failsafe tcp:22 open");
+    assert!(
+        !tcp_ok(&ext, "10.99.1.1", 8080),
+        "host endpoint without policy drops"
+    );
+    assert!(
+        tcp_ok(&ext, a.ip, 80),
+        "forwarded traffic allowed by default"
+    );
+
+    // Normal policy opens 8080; an applyOnForward policy denies forwarded traffic.
+    let open = pid("default", "default.open-8080", "");
+    let fwd = pid("default", "default.no-forward", "");
+    dp.on_message(&policy(
+        &open,
+        vec![Rule {
+            action: "allow".into(),
+            ..tcp(&[(8080, 8080)])
+        }],
+        vec![],
+    ))
+    .unwrap();
+    dp.on_message(&policy(&fwd, vec![rule("deny")], vec![]))
+        .unwrap();
+    dp.on_message(&hep(
+        "eth0",
+        vec![tier("default", "Deny", std::slice::from_ref(&open), &[])],
+        vec![tier("default", "Deny", std::slice::from_ref(&fwd), &[])],
+        vec![],
+    ))
+    .unwrap();
+    assert_eq!(rt.block_on(dp.apply()).unwrap(), ApplyKind::Incremental);
+    assert!(tcp_ok(&ext, "10.99.1.1", 8080), "policy opened 8080");
+    assert!(!tcp_ok(&ext, a.ip, 80), "applyOnForward deny");
+
+    // preDNAT deny of the external peer (failsafe still applies first).
+    let pre = pid("default", "default.prednat", "");
+    dp.on_message(&policy(
+        &pre,
+        vec![Rule {
+            action: "deny".into(),
+            src_net: vec!["10.99.1.2/32".into()],
+            ..Default::default()
+        }],
+        vec![],
+    ))
+    .unwrap();
+    dp.on_message(&hep(
+        "eth0",
+        vec![tier("default", "Deny", std::slice::from_ref(&open), &[])],
+        vec![],
+        vec![tier("default", "Deny", std::slice::from_ref(&pre), &[])],
+    ))
+    .unwrap();
+    rt.block_on(dp.apply()).unwrap();
+    assert!(!tcp_ok(&ext, "10.99.1.1", 8080), "preDNAT deny");
+    assert!(tcp_ok(&ext, "10.99.1.1", 22), "failsafe beats preDNAT deny");
+}
