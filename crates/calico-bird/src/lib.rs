@@ -118,6 +118,8 @@ pub enum RenderError {
     BadCommunity { config: String, value: String },
     #[error("bgpconfiguration default: invalid {field} cidr {value:?}")]
     BadServiceCidr { field: &'static str, value: String },
+    #[error("bgppeer {peer}: reachableBy {value:?} is not an address of the peer's family")]
+    BadReachableBy { peer: String, value: String },
     #[error("bgpfilter {filter}: referenced by bgppeer {peer} but not found")]
     MissingFilter { filter: String, peer: String },
 }

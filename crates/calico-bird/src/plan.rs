@@ -109,6 +109,8 @@ pub struct PeerPlan {
     pub keepalive_time: Option<u64>,
     pub next_hop: NextHop,
     pub allow_local_as: Option<u32>,
+    /// `reachableBy`: the gateway of a static /32 (/128) route to the peer.
+    pub reachable_by: Option<IpAddr>,
 }
 
 /// A call of a BGPFilter function from a peer's filter.
@@ -547,6 +549,7 @@ impl<'a> Ctx<'a> {
                     keepalive_time: None,
                     next_hop: NextHop::Default,
                     allow_local_as: None,
+                    reachable_by: None,
                 };
                 out.entry(p.name.clone()).or_insert(p);
             }
@@ -771,7 +774,26 @@ impl<'a> Ctx<'a> {
                 });
             }
         }
+        let reachable_by = if spec.reachable_by.is_empty() {
+            None
+        } else {
+            let gw: IpAddr =
+                spec.reachable_by
+                    .parse()
+                    .map_err(|_| RenderError::BadReachableBy {
+                        peer: r.metadata.name.clone(),
+                        value: spec.reachable_by.clone(),
+                    })?;
+            if gw.is_ipv4() != c.ip.is_ipv4() {
+                return Err(RenderError::BadReachableBy {
+                    peer: r.metadata.name.clone(),
+                    value: spec.reachable_by.clone(),
+                });
+            }
+            Some(gw)
+        };
         Ok(PeerPlan {
+            reachable_by,
             name: peer_name(kind, c.ip, c.port),
             kind,
             ip: c.ip,

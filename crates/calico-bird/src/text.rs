@@ -152,6 +152,16 @@ fn blocks(o: &mut String, p: &FamilyPlan) {
     {
         line!(o, "  route {} blackhole;", b.cidr);
     }
+    for peer in p.peers.iter().filter(|x| x.reachable_by.is_some()) {
+        if let Some(gw) = peer.reachable_by {
+            line!(
+                o,
+                "  route {}/{max_len} via {gw}; # reachableBy of {}",
+                peer.ip,
+                peer.name
+            );
+        }
+    }
     line!(o, "}}");
     line!(o);
     if !p.service_routes.is_empty() {

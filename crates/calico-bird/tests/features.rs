@@ -72,6 +72,7 @@ spec:
   keepaliveTime: 10s
   maxRestartTime: 90s
   numAllowedLocalASNumbers: 2
+  reachableBy: 10.0.0.254
   filters: [f1]
   password: {secretKeyRef: {name: s, key: k}}
 ---
@@ -216,6 +217,7 @@ fn rendered_text_states_the_features() {
         "(net = 10.20.0.0/16)&&(!is_same_as)",
         "(net ~ [ 10.30.0.0/16{24,28} ])",
         "(net != 10.40.0.0/16)",
+        "route 192.0.2.1/32 via 10.0.0.254;",
         "function 'bgp_f1_exportFilterV4'(bool is_same_as)",
         "'bgp_f1_exportFilterV4'(false);",
     ] {
@@ -347,6 +349,16 @@ fn bad_input_is_an_error_naming_the_object() {
     assert_eq!(
         calico_bird::render(&i),
         Err(RenderError::PeerWithoutAs { peer: "tor".into() })
+    );
+
+    let mut i = base.clone();
+    i.peers[0].spec.reachable_by = "fd00::1".into();
+    assert_eq!(
+        calico_bird::render(&i),
+        Err(RenderError::BadReachableBy {
+            peer: "tor".into(),
+            value: "fd00::1".into()
+        })
     );
 
     let mut i = base;
