@@ -358,10 +358,11 @@ pub fn k8s_network_policy_to_calico(
         egress.extend(rules);
     }
 
-    // Types come from policyTypes only; with none given (a cluster predating the field) the
-    // policy is ingress-only, as upstream decides. Egress rules without `Egress` in policyTypes
-    // are kept but do not apply (upstream warns).
-    let has = |t| np.spec.policy_types.contains(&t);
+    // Types come from policyTypes, after the API server's defaulting of an empty list
+    // ([`default_policy_types`]). Egress rules without `Egress` in policyTypes are kept but do
+    // not apply (upstream warns).
+    let policy_types = default_policy_types(np);
+    let has = |t| policy_types.contains(&t);
     let mut types = Vec::new();
     if has(PolicyType::Ingress) {
         types.push(CalicoPolicyType::Ingress);
@@ -397,6 +398,20 @@ pub fn k8s_network_policy_to_calico(
     copy_identity(&np.metadata, &mut policy.metadata);
     policy.metadata.resource_version = np.metadata.resource_version.clone();
     Ok(policy)
+}
+
+/// `policyTypes` as the Kubernetes API server stores it: when empty, `Ingress`, plus `Egress`
+/// when the policy has egress rules (`SetDefaults_NetworkPolicySpec`). Upstream's converter sees
+/// only stored objects; this crate reads manifests, so it applies the defaulting itself.
+pub fn default_policy_types(np: &NetworkPolicy) -> Vec<PolicyType> {
+    if !np.spec.policy_types.is_empty() {
+        return np.spec.policy_types.clone();
+    }
+    let mut types = vec![PolicyType::Ingress];
+    if !np.spec.egress.is_empty() {
+        types.push(PolicyType::Egress);
+    }
+    types
 }
 
 /// A Kubernetes label selector as upstream writes it in Calico syntax: `k == 'v'` per

@@ -504,10 +504,17 @@ fn empty_rule_allows_everything() {
 }
 
 #[test]
-fn types_follow_policy_types_only() {
-    // No policyTypes: ingress only, even with egress rules (which are kept, as upstream).
+fn types_from_policy_types_with_api_server_defaulting() {
+    // No policyTypes: the API server defaults to Ingress, plus Egress with egress rules.
+    let p = policy(&np("  podSelector: {}\n"));
+    assert_golden(&p.spec.types, "[Ingress]");
     let p = policy(&np(
         "  podSelector: {}\n  egress: [{to: [{podSelector: {}}]}]\n",
+    ));
+    assert_golden(&p.spec.types, "[Ingress, Egress]");
+    // Explicit policyTypes win; egress rules without Egress are kept but do not apply.
+    let p = policy(&np(
+        "  podSelector: {}\n  policyTypes: [Ingress]\n  egress: [{to: [{podSelector: {}}]}]\n",
     ));
     assert_golden(&p.spec.types, "[Ingress]");
     assert_eq!(p.spec.egress.len(), 1);
