@@ -576,18 +576,33 @@ fn corpus_manifests_validate_and_round_trip() {
     let e = Env::new();
     let mut failures = Vec::new();
 
-    // 1. Every manifest validates.
+    // 1. Every manifest validates — except what upstream's current validator rejects for the
+    //    same single reason (numeric ports without protocol: libcalico-go validateRule,
+    //    protocolSingleOrRangePortsMsg). Some documentation examples break that rule; following
+    //    upstream is deliberate, so they are reported loudly and left out of the round trip.
+    let mut upstream_rejects = Vec::new();
     for f in &files {
         let o = e.run(&["validate", "-f", f.to_str().unwrap()]);
         if o.code != 0 {
-            failures.push(format!("validate {}: {}", f.display(), o.all().trim()));
+            let text = o.all();
+            // The reason appears in the per-document line and in the summary; a second,
+            // different reason would be joined with "; ".
+            if text.contains("must set protocol to TCP, UDP or SCTP") && !text.contains("; ") {
+                eprintln!("UPSTREAM-REJECTS {}: {}", f.display(), text.trim());
+                upstream_rejects.push(f.clone());
+            } else {
+                failures.push(format!("validate {}: {}", f.display(), text.trim()));
+            }
         }
     }
 
     // 2. create -> get -o yaml -> apply: nothing changes; then delete. Tiers go first:
     //    policies need them.
-    let mut ordered: Vec<(PathBuf, Identity)> =
-        files.iter().map(|f| (f.clone(), identity(f))).collect();
+    let mut ordered: Vec<(PathBuf, Identity)> = files
+        .iter()
+        .filter(|f| !upstream_rejects.contains(f))
+        .map(|f| (f.clone(), identity(f)))
+        .collect();
     ordered.sort_by_key(|(f, (kind, _, _))| (kind != "Tier", f.clone()));
     for (f, (kind, ns, name)) in &ordered {
         let fname = f.to_str().unwrap();
