@@ -2,13 +2,13 @@
 
 use calico_model::Resource;
 use calico_model::resources::bgp::{
-    BGPFilterRule, FilterAction, FilterMatchSource, FilterPeerType, MatchOperator,
+    BGPFilterRule, BGPFilterSpec, FilterAction, FilterMatchSource, FilterPeerType, MatchOperator,
 };
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use crate::RenderError;
-use crate::plan::{BIRD_INT_MAX, Family, FilterFunction, FilterSpec, filter_function_name};
+use crate::plan::{BIRD_INT_MAX, Family, FilterFunction, filter_function_name};
 
 /// BIRD symbols are at most 64 characters; `bgp_` + `_importFilterV4` take 19.
 const MAX_NAME: usize = 64 - 19;
@@ -31,10 +31,10 @@ pub(crate) fn truncate_name(name: &str) -> String {
 
 /// Every BGPFilter's functions for `family`, sorted by filter name (import before export).
 pub(crate) fn functions(
-    filters: &[Resource<FilterSpec>],
+    filters: &[Resource<BGPFilterSpec>],
     family: Family,
 ) -> Result<Vec<FilterFunction>, RenderError> {
-    let mut sorted: Vec<&Resource<FilterSpec>> = filters.iter().collect();
+    let mut sorted: Vec<&Resource<BGPFilterSpec>> = filters.iter().collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut out = Vec::new();
     for f in sorted {

@@ -9,7 +9,7 @@ use calico_model::resources::bgp::{
     BindMode, ClusterRoutesMode, DEFAULT_AS_NUMBER, NextHopMode, ReversePeering, SourceAddress,
 };
 use calico_model::resources::ipam::EncapMode;
-use calico_model::resources::{BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec, NodeSpec};
+use calico_model::resources::{BGPConfigurationSpec, BGPPeerSpec, NodeSpec};
 use calico_model::selector;
 use ipnet::IpNet;
 
@@ -973,6 +973,3 @@ pub(crate) fn filter_function_name(filter: &str, import: bool, family: Family) -
         family.suffix()
     )
 }
-
-/// Used by the filter module to keep `BGPFilterSpec` in scope.
-pub(crate) type FilterSpec = BGPFilterSpec;
