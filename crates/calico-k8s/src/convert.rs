@@ -68,7 +68,7 @@ pub struct PodEndpointFields {
     /// `[kns.<ns>, ksa.<ns>.<sa>]` (the second only with a service account).
     pub profiles: Vec<String>,
     pub service_account_name: String,
-    /// Named (and host-mapped) container ports.
+    /// Named (and host-mapped) ports of the containers, then of the init containers.
     pub ports: Vec<WorkloadEndpointPort>,
     /// Addresses from `status.podIPs` / `status.podIP` as /32 or /128 (empty for finished pods).
     pub ip_networks: Vec<String>,
@@ -212,12 +212,25 @@ pub fn pod_endpoint_fields(pod: &Pod) -> Result<PodEndpointFields, K8sError> {
     }
 
     let mut ports = Vec::new();
-    for (ci, c) in pod.spec.containers.iter().enumerate() {
+    let containers = pod
+        .spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.containers[{i}]"), c))
+        .chain(
+            pod.spec
+                .init_containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.initContainers[{i}]"), c)),
+        );
+    for (cpath, c) in containers {
         for (pi, p) in c.ports.iter().enumerate() {
             if p.container_port == 0 || (p.host_port == 0 && p.name.is_empty()) {
                 continue;
             }
-            let path = format!("spec.containers[{ci}].ports[{pi}]");
+            let path = format!("{cpath}.ports[{pi}]");
             let protocol = match p.protocol.as_str() {
                 "TCP" | "" => "tcp",
                 "UDP" => "udp",

@@ -123,6 +123,9 @@ pub struct Pod {
 pub struct PodSpec {
     #[serde(default, deserialize_with = "null_default")]
     pub containers: Vec<Container>,
+    /// Their ports count too (sidecars), as in current upstream.
+    #[serde(default, deserialize_with = "null_default")]
+    pub init_containers: Vec<Container>,
     #[serde(default, deserialize_with = "null_default")]
     pub node_name: String,
     #[serde(default, deserialize_with = "null_default")]
@@ -155,8 +158,6 @@ pub struct PodSpec {
     hostname: Option<IgnoredAny>,
     #[serde(default)]
     image_pull_secrets: Option<IgnoredAny>,
-    #[serde(default)]
-    init_containers: Option<IgnoredAny>,
     #[serde(default)]
     node_selector: Option<IgnoredAny>,
     #[serde(default)]

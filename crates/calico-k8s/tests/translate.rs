@@ -144,6 +144,11 @@ spec:
     - {name: dns, containerPort: 53, protocol: UDP}
     - {containerPort: 8080}
     - {containerPort: 9000, hostPort: 19000, protocol: SCTP, hostIP: 10.0.0.1}
+    - {name: weird, containerPort: 7000, protocol: QUIC}
+  initContainers:
+  - name: sidecar
+    restartPolicy: Always
+    ports: [{name: metrics, containerPort: 9090}]
 status: {phase: Running, podIP: 192.168.1.5, podIPs: [{ip: 192.168.1.5}, {ip: 'fd00::5'}], conditions: []}
 ";
 
@@ -175,7 +180,8 @@ fn pod_fields_labels_profiles_and_named_ports() {
         &f.ports,
         "- {name: http, protocol: tcp, port: 80}
 - {name: dns, protocol: udp, port: 53}
-- {protocol: sctp, port: 9000, hostPort: 19000, hostIP: 10.0.0.1}",
+- {protocol: sctp, port: 9000, hostPort: 19000, hostIP: 10.0.0.1}
+- {name: metrics, protocol: tcp, port: 9090}",
     );
 }
 
@@ -226,7 +232,8 @@ spec:
   ports:
   - {name: http, protocol: tcp, port: 80}
   - {name: dns, protocol: udp, port: 53}
-  - {protocol: sctp, port: 9000, hostPort: 19000, hostIP: 10.0.0.1}";
+  - {protocol: sctp, port: 9000, hostPort: 19000, hostIP: 10.0.0.1}
+  - {name: metrics, protocol: tcp, port: 9090}";
 
 #[test]
 fn pod_merges_into_cni_written_endpoint_keeping_cni_fields() {
