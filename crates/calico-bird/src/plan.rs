@@ -1,5 +1,7 @@
 //! From resources to a per-family plan: the peers of the local node and everything else the
-//! BIRD config states, with upstream confd's semantics (see `docs` of each step).
+//! BIRD config states, with the semantics of upstream confd: peerings are computed as its
+//! `updatePeersV1` does (global, then node-specific, then reverse peerings), then named and
+//! filtered as its BIRD templates do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
