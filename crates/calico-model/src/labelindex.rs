@@ -1866,6 +1866,62 @@ mod tests {
     }
 
     #[test]
+    fn interned_ids_follow_selector_and_label_churn() {
+        let mut idx: LabelIndex<&str, &str> = LabelIndex::new();
+        idx.update_selector("a", parse("app == 'a'").unwrap());
+        assert_eq!(
+            idx.update_labels("e1", &lm(&[("app", "a"), ("tier", "app")]), vec![]),
+            vec![started("a", "e1")]
+        );
+        // `app` stops being indexed while e1 still holds its old interned pair.
+        assert_eq!(idx.remove_selector(&"a"), vec![stopped("a", "e1")]);
+        idx.update_labels("e1", &lm(&[("app", "b"), ("tier", "app")]), vec![]);
+        // Re-indexed name, values interned after the label set was stored, a value that is
+        // also a label name, and sets too large to sit inside their op.
+        assert_eq!(
+            idx.update_selector("b", parse("app == 'b'").unwrap()),
+            vec![started("b", "e1")]
+        );
+        assert_eq!(
+            idx.update_selector("has", parse("has(app)").unwrap()),
+            vec![started("has", "e1")]
+        );
+        assert_eq!(
+            idx.update_selector("name", parse("tier == 'app'").unwrap()),
+            vec![started("name", "e1")]
+        );
+        assert_eq!(
+            idx.update_selector("in", parse("app in {'w', 'x', 'y', 'b'}").unwrap()),
+            vec![started("in", "e1")]
+        );
+        assert_eq!(
+            idx.update_selector("notin", parse("app not in {'b', 'c', 'd', 'e'}").unwrap()),
+            vec![]
+        );
+        assert_eq!(
+            idx.update_selector("few", parse("app not in {'c', 'd'}").unwrap()),
+            vec![started("few", "e1")]
+        );
+        // A change of a label no selector of e1 mentions keeps every match.
+        assert_eq!(
+            idx.update_labels(
+                "e1",
+                &lm(&[("app", "b"), ("tier", "app"), ("x", "1")]),
+                vec![]
+            ),
+            vec![]
+        );
+        assert_eq!(
+            idx.update_labels("e1", &lm(&[("app", "c"), ("tier", "app")]), vec![]),
+            vec![
+                stopped("b", "e1"),
+                stopped("few", "e1"),
+                stopped("in", "e1")
+            ]
+        );
+    }
+
+    #[test]
     fn inheritance() {
         let mut idx: LabelIndex<&str, &str, &str> = LabelIndex::new();
         idx.update_selector(
