@@ -53,6 +53,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Display the version of this binary.
     Version(VersionArgs),
+    /// IP address management: show, check, release, configure.
+    #[command(subcommand)]
+    Ipam(crate::ipam::IpamCommand),
     /// Evaluate or canonicalise a selector expression.
     #[command(subcommand)]
     Selector(SelectorCommand),

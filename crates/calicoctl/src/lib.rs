@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod input;
+pub mod ipam;
 pub mod output;
 pub mod patch;
 
@@ -98,6 +99,7 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<i32
         Command::Label(a) => label_command(&ctx, a).await,
         Command::Validate(a) => validate_command(&a.filename, a.recursive, a.skip_empty),
         Command::Version(a) => version_command(&ctx, a.client).await,
+        Command::Ipam(c) => ipam::run(&ctx.client().await?, c).await,
         Command::Selector(s) => selector_command(s),
         Command::Bench(BenchCommand::Generate { count, out }) => {
             std::fs::write(&out, bench_policies(count, 0))
