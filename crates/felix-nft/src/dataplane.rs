@@ -7,7 +7,7 @@ use calico_linux::nft::{Nft, NftError, TableFamily};
 use felix_calc::msg::ToDataplane;
 
 use crate::render::{Config, RenderError, render};
-use crate::ruleset::Ruleset;
+use crate::ruleset::{Ruleset, rule_tag};
 use crate::state::{DesiredState, StateError};
 
 /// Errors of the dataplane.
@@ -33,11 +33,13 @@ pub enum ApplyKind {
     Incremental,
 }
 
-/// The shape of a table as the kernel lists it: chains with their hook and rule count, sets
-/// and maps with their element counts. Used to detect drift cheaply.
+/// The shape of a table as the kernel lists it: chains with their hook and the ordered tags of
+/// their rules (see [`rule_tag`]), sets and maps with their element counts. A rule deleted,
+/// added, edited or moved by hand changes the tags; an element added or removed changes a
+/// count.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableSummary {
-    pub chains: BTreeMap<String, (Option<String>, usize)>,
+    pub chains: BTreeMap<String, (Option<String>, Vec<String>)>,
     pub sets: BTreeMap<String, usize>,
     pub maps: BTreeMap<String, usize>,
 }
@@ -56,7 +58,10 @@ impl TableSummary {
             chains: r
                 .chains
                 .iter()
-                .map(|(n, c)| (n.clone(), (hook(&c.base), c.rules.len())))
+                .map(|(n, c)| {
+                    let tags = c.rules.iter().map(|r| rule_tag(n, r)).collect();
+                    (n.clone(), (hook(&c.base), tags))
+                })
                 .collect(),
             sets: r
                 .sets
@@ -86,11 +91,15 @@ impl TableSummary {
         for item in &items {
             if let Some(c) = item.get("chain") {
                 if let Some(name) = str_of(c, "name") {
-                    s.chains.entry(name).or_insert((None, 0)).0 = str_of(c, "hook");
+                    s.chains.entry(name).or_default().0 = str_of(c, "hook");
                 }
             } else if let Some(r) = item.get("rule") {
                 if let Some(name) = str_of(r, "chain") {
-                    s.chains.entry(name).or_insert((None, 0)).1 += 1;
+                    let tag = str_of(r, "comment")
+                        .and_then(|c| c.split_whitespace().next().map(str::to_string))
+                        .filter(|t| t.starts_with("h:"))
+                        .unwrap_or_else(|| "untagged".to_string());
+                    s.chains.entry(name).or_default().1.push(tag);
                 }
             } else if let Some(set) = item.get("set") {
                 if let Some(name) = str_of(set, "name") {
@@ -322,13 +331,22 @@ mod tests {
             {"map": {"name": "from-wl", "elem": [["cali1", {"goto": {"target": "fw-cali1"}}]]}},
             {"chain": {"name": "filter-INPUT", "hook": "input"}},
             {"chain": {"name": "fw-cali1"}},
-            {"rule": {"chain": "fw-cali1", "expr": []}},
+            {"rule": {"chain": "fw-cali1", "expr": [], "comment": "h:0123456789ab spoofed"}},
             {"rule": {"chain": "fw-cali1", "expr": []}}
         ]});
         let s = TableSummary::of_json(&json);
         assert_eq!(s.sets["s4-a"], 2);
         assert_eq!(s.maps["from-wl"], 1);
-        assert_eq!(s.chains["filter-INPUT"], (Some("input".to_string()), 0));
-        assert_eq!(s.chains["fw-cali1"], (None, 2));
+        assert_eq!(
+            s.chains["filter-INPUT"],
+            (Some("input".to_string()), vec![])
+        );
+        assert_eq!(
+            s.chains["fw-cali1"],
+            (
+                None,
+                vec!["h:0123456789ab".to_string(), "untagged".to_string()]
+            )
+        );
     }
 }

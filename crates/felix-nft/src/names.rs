@@ -63,12 +63,12 @@ pub fn named_port_set(id: &str, fam: Family) -> String {
     limited(&format!("n{}-", fam.digit()), &id.replace(':', "-"))
 }
 
-/// A comment safe inside double quotes (at most 128 bytes).
+/// A comment safe inside double quotes (at most 128 bytes with the rule tag in front).
 pub fn comment(text: &str) -> String {
     let clean: String = text
         .chars()
         .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .take(120)
+        .take(100)
         .collect();
     format!("comment \"{clean}\"")
 }

@@ -4,6 +4,37 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use sha2::{Digest, Sha256};
+
+/// Identity tag of a rule in a chain: `h:` + 12 hex digits of SHA-256 over chain name and rule
+/// text. Carried in the rule's comment so that a listing of the kernel's table shows whether
+/// each rule is exactly the one we wrote (upstream's `cali:<hash>` comments).
+pub fn rule_tag(chain: &str, rule: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(chain.as_bytes());
+    h.update([0u8]);
+    h.update(rule.as_bytes());
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("h:{hex}")
+}
+
+/// The rule as written to the kernel: its tag is put in front of its own comment, or added as
+/// the comment.
+pub fn tagged_rule(chain: &str, rule: &str) -> String {
+    let tag = rule_tag(chain, rule);
+    match rule.rfind(" comment \"") {
+        Some(idx) if rule.ends_with('"') => {
+            format!("{} comment \"{tag} {}", &rule[..idx], &rule[idx + 10..])
+        }
+        _ => format!("{rule} comment \"{tag}\""),
+    }
+}
+
 /// A named set: its declaration body (type and flags) and its elements in nft syntax.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SetDef {
@@ -69,7 +100,7 @@ impl Ruleset {
                 let _ = writeln!(out, "    {base}");
             }
             for rule in &chain.rules {
-                let _ = writeln!(out, "    {rule}");
+                let _ = writeln!(out, "    {}", tagged_rule(name, rule));
             }
             out.push_str("  }\n");
         }
@@ -180,7 +211,7 @@ impl Ruleset {
                 let _ = writeln!(out, "flush chain {t} {name}");
             }
             for rule in &chain.rules {
-                let _ = writeln!(out, "add rule {t} {name} {rule}");
+                let _ = writeln!(out, "add rule {t} {name} {}", tagged_rule(name, rule));
             }
         }
         // 5. Removed maps and chains (flushed first so references between removed chains
@@ -270,15 +301,28 @@ mod tests {
         let s = new.diff_script(&old).unwrap();
         assert_eq!(
             s,
-            "delete element inet calico s4-a { 10.0.0.1 }\n\
-             add element inet calico s4-a { 10.0.0.2 }\n\
-             add chain inet calico c2\n\
-             flush chain inet calico c1\n\
-             add rule inet calico c2 jump c1\n"
+            format!(
+                "delete element inet calico s4-a {{ 10.0.0.1 }}\n\
+                 add element inet calico s4-a {{ 10.0.0.2 }}\n\
+                 add chain inet calico c2\n\
+                 flush chain inet calico c1\n\
+                 add rule inet calico c2 jump c1 comment \"{}\"\n",
+                rule_tag("c2", "jump c1")
+            )
         );
         // and back: c2 goes away
         let back = old.diff_script(&new).unwrap();
         assert!(back.ends_with("flush chain inet calico c2\ndelete chain inet calico c2\n"));
+    }
+
+    #[test]
+    fn tags_merge_with_existing_comments() {
+        let t = rule_tag("c", "drop comment \"x y\"");
+        assert_eq!(
+            tagged_rule("c", "drop comment \"x y\""),
+            format!("drop comment \"{t} x y\"")
+        );
+        assert_ne!(rule_tag("c", "accept"), rule_tag("d", "accept"));
     }
 
     #[test]

@@ -273,6 +273,44 @@ fn policy_enforced_on_real_traffic() {
     assert!(!ping_ok(&c.ns, a.ip), "resync restored the drop");
     assert!(!rt.block_on(dp.resync()).unwrap(), "no drift after repair");
 
+    // Drift that keeps the rule count: the drop is replaced in place by an accept.
+    let listing = node
+        .exec_ok(&[
+            "nft",
+            "-a",
+            "list",
+            "chain",
+            "inet",
+            "calico",
+            "from-wl-dispatch",
+        ])
+        .unwrap();
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("unknown interface"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .unwrap()
+        .trim()
+        .to_string();
+    node.exec_ok(&[
+        "nft",
+        "replace",
+        "rule",
+        "inet",
+        "calico",
+        "from-wl-dispatch",
+        "handle",
+        &handle,
+        "accept",
+    ])
+    .unwrap();
+    assert!(ping_ok(&c.ns, a.ip), "hole after the in-place edit");
+    assert!(
+        rt.block_on(dp.resync()).unwrap(),
+        "resync saw the edited rule"
+    );
+    assert!(!ping_ok(&c.ns, a.ip), "resync restored the drop again");
+
     // Felix goes away: the table stays, and so does the protection.
     drop(dp);
     let nft = NftCli::in_netns(node.netns().clone());
