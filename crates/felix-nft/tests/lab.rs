@@ -493,3 +493,110 @@ fn host_endpoint_failsafe_forward_and_prednat() {
     assert!(!tcp_ok(&ext, "10.99.1.1", 8080), "preDNAT deny");
     assert!(tcp_ok(&ext, "10.99.1.1", 22), "failsafe beats preDNAT deny");
 }
+
+/// Real Calico resources through the real calculation graph into the kernel: a label change
+/// on the client turns an allowed flow into a denied one with an incremental transaction.
+#[test]
+fn calc_graph_to_kernel() {
+    if !lab_available("calc_graph_to_kernel") {
+        return;
+    }
+    if !binary_in_path("nft") {
+        eprintln!("SKIP calc_graph_to_kernel: `nft` not installed");
+        return;
+    }
+    use calico_model::AnyResource;
+    use felix_calc::{CalcGraph, Update};
+
+    let node = LabNs::new("fncalc").unwrap();
+    node.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    node.ip(&["route", "add", "169.254.1.1/32", "dev", "lo"])
+        .unwrap();
+    let fe = plumb(&node, "fncfe", "cali1a", "10.65.0.2");
+    let be = plumb(&node, "fncbe", "cali2b", "10.65.0.3");
+    listen(&be.ns, be.ip, 8080);
+    listen(&be.ns, be.ip, 9090);
+
+    let wep = |app: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: node1-k8s-fe-eth0, namespace: ns1, labels: {{app: {app}}}}}
+spec: {{orchestrator: k8s, node: node1, pod: fe, endpoint: eth0,
+       interfaceName: cali1a, ipNetworks: [10.65.0.2/32]}}
+"
+        )
+    };
+    let yaml = format!(
+        "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {{name: backend-in}}
+spec:
+  selector: app == 'backend'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {{selector: app == 'frontend'}}
+    destination: {{ports: [8080]}}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {{name: all-out}}
+spec:
+  selector: all()
+  types: [Egress]
+  egress: [{{action: Allow}}]
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {{name: node1-k8s-be-eth0, namespace: ns1, labels: {{app: backend}}}}
+spec: {{orchestrator: k8s, node: node1, pod: be, endpoint: eth0,
+       interfaceName: cali2b, ipNetworks: [10.65.0.3/32]}}
+---
+{}",
+        wep("frontend")
+    );
+    let mut graph = CalcGraph::new("node1");
+    for doc in calico_model::load::parse_documents(&yaml, "test").unwrap() {
+        graph
+            .apply(Update::upsert(AnyResource::from_value(doc).unwrap()))
+            .unwrap();
+    }
+    graph.apply(Update::InSync).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut dp = NftDataplane::new(NftCli::in_netns(node.netns().clone()), Config::default());
+    for m in graph.flush() {
+        dp.on_message(&m).unwrap();
+    }
+    assert_eq!(rt.block_on(dp.apply()).unwrap(), ApplyKind::Full);
+    assert!(
+        tcp_ok(&fe.ns, be.ip, 8080),
+        "frontend -> backend:8080 allowed"
+    );
+    assert!(!tcp_ok(&fe.ns, be.ip, 9090), "backend:9090 denied");
+
+    // Relabel the client: it leaves the frontend selector's IP set.
+    for doc in calico_model::load::parse_documents(&wep("other"), "relabel").unwrap() {
+        graph
+            .apply(Update::upsert(AnyResource::from_value(doc).unwrap()))
+            .unwrap();
+    }
+    for m in graph.flush() {
+        dp.on_message(&m).unwrap();
+    }
+    let (script, kind) = dp.pending_script().unwrap();
+    assert_eq!(kind, ApplyKind::Incremental);
+    assert!(
+        script.contains("delete element inet calico s4-") && script.contains("10.65.0.2"),
+        "{script}"
+    );
+    assert_eq!(
+        script.lines().count(),
+        1,
+        "one set element, nothing else: {script}"
+    );
+    rt.block_on(dp.apply()).unwrap();
+    assert!(!tcp_ok(&fe.ns, be.ip, 8080), "relabelled client denied");
+}
