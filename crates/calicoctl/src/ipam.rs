@@ -719,7 +719,8 @@ fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = sep.clone();
     for (h, w) in headers.iter().zip(&widths) {
         let pad = w - h.len();
-        let left = pad.div_ceil(2);
+        // tablewriter's Pad: the smaller half of an odd gap goes on the left.
+        let left = pad / 2;
         let _ = write!(
             out,
             "| {}{}{} ",
@@ -762,6 +763,12 @@ mod tests {
              | IP Pool  |        64 |\n\
              +----------+-----------+\n"
         );
+    }
+
+    #[test]
+    fn odd_header_gap_puts_the_extra_space_on_the_right() {
+        let t = render_table(&["AB"], &[vec!["12345".into()]]);
+        assert_eq!(t.lines().nth(1), Some("|  AB   |"));
     }
 
     #[test]

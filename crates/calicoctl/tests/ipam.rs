@@ -521,3 +521,36 @@ fn bad_input_is_named_and_fails() {
         "{err}"
     );
 }
+
+#[test]
+fn show_all_ips_lists_users_and_an_address_outside_every_pool_is_a_problem() {
+    let env = Env::new();
+    let (tunnel, web, _) = healthy_cluster(&env);
+    env.with_store(|client, _ipam| async move {
+        // An endpoint with an address no pool covers (e.g. ipAddrsNoIpam).
+        create_wep(
+            &client,
+            "node-1",
+            "static",
+            "5a5a5a5a5a5a0001",
+            "192.0.2.7".parse().unwrap(),
+        )
+        .await;
+    });
+    let out = env.ok(&["ipam", "check", "--show-all-ips"]);
+    assert!(
+        out.contains(&format!(
+            "  {web} used by k8s-pod-network.a1b2c3d4e5f60001\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("  {tunnel} used by vxlan-tunnel-addr-node-1\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("Found 1 in-use IPs that are not in active IP pools."),
+        "{out}"
+    );
+    assert_eq!(check_problems(&out), 1, "{out}");
+}
