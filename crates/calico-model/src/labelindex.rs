@@ -29,7 +29,11 @@
 //! any label set existed does not stay poor.
 //!
 //! Internally, selectors and label sets live in slabs addressed by dense slot numbers; caller
-//! ids are hashed once per call and every internal set holds slots.
+//! ids are hashed once per call and every internal set holds slots. Label names and the values
+//! selectors compare against are interned: selectors are compiled to ops over those ids and
+//! each label set keeps its indexed labels as inline (name id, value id) pairs, so evaluation
+//! compares integers (only `contains` / `starts with` / `ends with` read the label text). A
+//! label-set update skips selectors that mention none of the labels whose value changed.
 //!
 //! ```
 //! use std::collections::BTreeMap;
