@@ -3,6 +3,12 @@
 /// A Kubernetes object could not be decoded or translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum K8sError {
+    /// The text is not YAML/JSON.
+    #[error("{source_name}: {message}")]
+    Syntax {
+        source_name: String,
+        message: String,
+    },
     /// `apiVersion`/`kind` missing or not one of the kinds this crate translates.
     #[error("unsupported kubernetes object: apiVersion {api_version:?}, kind {kind:?}")]
     Unsupported { api_version: String, kind: String },

@@ -509,6 +509,36 @@ impl K8sResource {
     }
 }
 
+/// Splits YAML text (documents separated by `---`; `kind: List` expanded) into one JSON value
+/// per document. Only YAML 1.2 booleans are booleans, so `ns: y` or `on: off` are strings, as
+/// kubectl reads string fields (sigs.k8s.io/yaml keeps the scalar's text for string targets).
+pub fn parse_yaml_documents(
+    text: &str,
+    source_name: &str,
+) -> Result<Vec<serde_json::Value>, K8sError> {
+    let opts = serde_saphyr::options! { strict_booleans: true };
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(text, opts)
+        .map_err(|e| K8sError::Syntax {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
+    let mut out = Vec::new();
+    for d in docs {
+        if d.is_null() {
+            continue;
+        }
+        let is_list = d
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| k.ends_with("List"));
+        match (is_list, d.get("items")) {
+            (true, Some(serde_json::Value::Array(items))) => out.extend(items.iter().cloned()),
+            _ => out.push(d),
+        }
+    }
+    Ok(out)
+}
+
 fn decode<T: serde::de::DeserializeOwned>(
     value: &serde_json::Value,
     kind: &str,

@@ -76,7 +76,6 @@ fn k8s_direction_allows(
     policies: &[NetworkPolicy],
     me: &Pod,
     peer: &Pod,
-    server: &Pod,
     dir: PolicyType,
     proto: &str,
     port: u16,
@@ -130,12 +129,10 @@ fn k8s_direction_allows(
                                 let end = p.end_port.unwrap_or(*n);
                                 (*n..=end).contains(&i32::from(port))
                             }
-                            Some(IntOrString::String(name)) => {
-                                let _ = server;
-                                SERVED
-                                    .iter()
-                                    .any(|(n, sp, spro)| n == name && *sp == port && *spro == proto)
-                            }
+                            // Every pod serves the same named ports.
+                            Some(IntOrString::String(name)) => SERVED
+                                .iter()
+                                .any(|(n, sp, spro)| n == name && *sp == port && *spro == proto),
                         }
                 });
             if peer_ok && port_ok {
@@ -344,8 +341,8 @@ proptest! {
                     continue;
                 }
                 for (proto, port) in [("TCP", 80), ("UDP", 53), ("TCP", 81), ("SCTP", 80), ("UDP", 80)] {
-                    let want = k8s_direction_allows(&policies, src, dst, dst, PolicyType::Egress, proto, port)
-                        && k8s_direction_allows(&policies, dst, src, dst, PolicyType::Ingress, proto, port);
+                    let want = k8s_direction_allows(&policies, src, dst, PolicyType::Egress, proto, port)
+                        && k8s_direction_allows(&policies, dst, src, PolicyType::Ingress, proto, port);
                     let probe = Probe { protocol: Protocol::Name(proto.into()), port };
                     let got = set.allows(&eps[si], &eps[di], &probe).expect("evaluates");
                     prop_assert_eq!(

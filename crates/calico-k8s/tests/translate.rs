@@ -639,3 +639,36 @@ fn simplify_ports_as_upstream() {
         vec![p("80:81"), p("83")]
     );
 }
+
+#[test]
+fn yaml_documents_keep_norway_strings_and_expand_lists() {
+    let docs = calico_k8s::types::parse_yaml_documents(
+        "apiVersion: v1
+kind: Namespace
+metadata: {name: y, labels: {ns: y, flag: on}}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: ServiceAccount, metadata: {name: s, namespace: y}}
+- {apiVersion: v1, kind: ServiceAccount, metadata: {name: t, namespace: y}}
+",
+        "test.yaml",
+    )
+    .expect("parses");
+    assert_eq!(docs.len(), 3);
+    let K8sResource::Namespace(ns) = K8sResource::from_value(docs[0].clone()).expect("ns") else {
+        panic!("kind")
+    };
+    assert_eq!(ns.metadata.labels.get("ns").map(String::as_str), Some("y"));
+    assert_eq!(
+        ns.metadata.labels.get("flag").map(String::as_str),
+        Some("on")
+    );
+    assert!(matches!(
+        K8sResource::from_value(docs[2].clone()),
+        Ok(K8sResource::ServiceAccount(_))
+    ));
+    let e = calico_k8s::types::parse_yaml_documents("a: [", "bad.yaml").expect_err("syntax");
+    assert!(e.to_string().starts_with("bad.yaml: "), "{e}");
+}
