@@ -554,3 +554,58 @@ fn show_all_ips_lists_users_and_an_address_outside_every_pool_is_a_problem() {
     );
     assert_eq!(check_problems(&out), 1, "{out}");
 }
+
+#[test]
+fn empty_handles_and_shared_addresses_are_problems_and_empty_handles_are_released() {
+    let env = Env::new();
+    let (_, web, _) = healthy_cluster(&env);
+    env.with_store(|client, _ipam| async move {
+        // A handle object left behind with no addresses (upstream's "handle without IPs").
+        client
+            .kv()
+            .create(
+                &calico_ipam::keys::handle_key("k8s-pod-network.e0e0e0e0e0e00001"),
+                calico_ipam::IpamHandle::default().to_json(),
+                None,
+            )
+            .await
+            .unwrap();
+        // A second endpoint claiming web's address.
+        create_wep(&client, "node-1", "copy", "c0c0c0c0c0c00001", web).await;
+    });
+    let report = env.path("r.json");
+    let out = env.ok(&[
+        "ipam",
+        "check",
+        "--show-problem-ips",
+        "-o",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("Found 1 handles with no matching IPs."),
+        "{out}"
+    );
+    assert!(out.contains("Found 1 IPs with multiple owners."), "{out}");
+    assert!(out.contains(&format!("  {web} owned by block:")), "{out}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        json["handlesWithoutIps"],
+        json!(["k8s-pod-network.e0e0e0e0e0e00001"])
+    );
+    assert_eq!(json["multipleOwners"][0]["ip"], web.to_string());
+    assert_eq!(json["summary"]["problems"], check_problems(&out));
+
+    let rel = env.ok(&["ipam", "release", "--from-report", report.to_str().unwrap()]);
+    assert!(
+        rel.contains("Deleted handle k8s-pod-network.e0e0e0e0e0e00001 with no IPs"),
+        "{rel}"
+    );
+    // The shared address is a workload conflict, not a leak: it stays allocated.
+    let one = env.ok(&["ipam", "show", "--ip", &web.to_string()]);
+    assert!(one.starts_with(&format!("IP {web} is in use")), "{one}");
+    let after = env.ok(&["ipam", "check"]);
+    assert!(
+        after.contains("Found 0 handles with no matching IPs."),
+        "{after}"
+    );
+}
