@@ -870,3 +870,28 @@ fn check_port_name(s: &str) -> Result<(), String> {
         Err("must be a port name (1-15 lower-case alphanumerics or '-', with a letter)".to_string())
     }
 }
+
+/// What one Kubernetes object becomes in Calico.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Translated {
+    /// From a Namespace (`kns.`) or a ServiceAccount (`ksa.`).
+    Profile(Resource<ProfileSpec>),
+    /// From a NetworkPolicy (`knp.default.`).
+    NetworkPolicy(Resource<NetworkPolicySpec>),
+    /// From a Pod: to be merged into its WorkloadEndpoint
+    /// ([`merge_pod_into_workload_endpoint`]).
+    PodEndpoint(Box<PodEndpointFields>),
+}
+
+/// Translates any supported Kubernetes object.
+pub fn translate(r: &crate::types::K8sResource) -> Result<Translated, K8sError> {
+    use crate::types::K8sResource;
+    Ok(match r {
+        K8sResource::Namespace(ns) => Translated::Profile(namespace_to_profile(ns)?),
+        K8sResource::ServiceAccount(sa) => Translated::Profile(service_account_to_profile(sa)?),
+        K8sResource::NetworkPolicy(np) => {
+            Translated::NetworkPolicy(k8s_network_policy_to_calico(np)?)
+        }
+        K8sResource::Pod(p) => Translated::PodEndpoint(Box::new(pod_endpoint_fields(p)?)),
+    })
+}

@@ -9,8 +9,8 @@ pub mod eval;
 pub mod types;
 
 pub use convert::{
-    k8s_network_policy_to_calico, merge_pod_into_workload_endpoint, namespace_to_profile,
-    pod_endpoint_fields, service_account_to_profile,
+    Translated, k8s_network_policy_to_calico, merge_pod_into_workload_endpoint,
+    namespace_to_profile, pod_endpoint_fields, service_account_to_profile, translate,
 };
 pub use error::K8sError;
 pub use types::K8sResource;

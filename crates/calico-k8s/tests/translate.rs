@@ -672,3 +672,21 @@ items:
     let e = calico_k8s::types::parse_yaml_documents("a: [", "bad.yaml").expect_err("syntax");
     assert!(e.to_string().starts_with("bad.yaml: "), "{e}");
 }
+
+#[test]
+fn translate_dispatches_on_kind() {
+    let ns = load("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").expect("ns");
+    assert!(matches!(
+        calico_k8s::translate(&ns),
+        Ok(calico_k8s::Translated::Profile(p)) if p.metadata.name == "kns.a"
+    ));
+    let np = load(&np("  podSelector: {}\n")).expect("np");
+    assert!(matches!(
+        calico_k8s::translate(&np),
+        Ok(calico_k8s::Translated::NetworkPolicy(p)) if p.metadata.name == "knp.default.p"
+    ));
+    assert!(matches!(
+        calico_k8s::translate(&load(POD).expect("pod")),
+        Ok(calico_k8s::Translated::PodEndpoint(f)) if f.profiles == ["kns.shop", "ksa.shop.frontend"]
+    ));
+}
