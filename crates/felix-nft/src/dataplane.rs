@@ -206,11 +206,11 @@ impl<N: Nft> NftDataplane<N> {
         }
     }
 
-    /// Compare the kernel's table with the desired rendering; replace the table when they
-    /// differ (a chain, rule, set element or map entry added or removed behind our back, or
-    /// the table deleted). Returns whether a repair was made.
+    /// Compare the kernel's table with what we last applied; replace the table atomically when
+    /// they differ (a chain, rule, set element or map entry added, removed or edited behind
+    /// our back, or the table deleted), otherwise apply pending changes incrementally. Returns
+    /// whether drift was found and repaired.
     pub async fn resync(&mut self) -> Result<bool, DataplaneError> {
-        let desired = self.render()?;
         let listed = self
             .nft
             .list_table(TableFamily::Inet, &self.cfg.table)
@@ -219,17 +219,18 @@ impl<N: Nft> NftDataplane<N> {
                 table: self.cfg.table.clone(),
                 source,
             })?;
-        let in_sync = listed
-            .as_ref()
-            .is_some_and(|json| TableSummary::of_json(json) == TableSummary::of_ruleset(&desired))
-            && self.applied.as_ref() == Some(&desired);
-        if in_sync {
-            return Ok(false);
+        let kernel = listed.as_ref().map(TableSummary::of_json);
+        let expected = match &self.applied {
+            Some(a) => TableSummary::of_ruleset(a),
+            None => TableSummary::of_ruleset(&self.render()?),
+        };
+        let drifted = kernel.as_ref() != Some(&expected);
+        if drifted {
+            tracing::warn!(table = %self.cfg.table, "nft table drifted from the desired state; replacing it");
+            self.applied = None;
         }
-        tracing::warn!(table = %self.cfg.table, "nft table drifted from the desired state; replacing it");
-        self.applied = None;
         self.apply().await?;
-        Ok(true)
+        Ok(drifted)
     }
 }
 

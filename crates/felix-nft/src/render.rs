@@ -174,6 +174,16 @@ fn chain(base: Option<&str>, rules: Vec<String>) -> ChainDef {
     }
 }
 
+/// Linux interface names are 1..=15 bytes without `/`, whitespace or quotes; nft's `ifname`
+/// key holds 16 bytes. An invalid name would make nft reject the whole table.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '"' | '\\' | '*'))
+}
+
 fn vmap_decl() -> String {
     "type ifname : verdict;".to_string()
 }
@@ -649,7 +659,8 @@ fn endpoint_policy_rules(
 fn render_workloads(state: &DesiredState, cfg: &Config, r: &mut Ruleset) {
     for ep in state.workloads.values() {
         let iface = ep.name.as_str();
-        if iface.is_empty() {
+        if !valid_ifname(iface) {
+            tracing::warn!(endpoint = %iface, "workload endpoint has no valid interface name; skipped");
             continue;
         }
         let key = format!("\"{}\"", iface.replace('"', ""));
@@ -731,8 +742,8 @@ fn render_workloads(state: &DesiredState, cfg: &Config, r: &mut Ruleset) {
 fn render_host_endpoints(state: &DesiredState, r: &mut Ruleset) {
     for (id, ep) in &state.host_endpoints {
         let iface = ep.name.as_str();
-        if iface.is_empty() || iface == "*" {
-            tracing::warn!(host_endpoint = %id.endpoint_id, "host endpoints without an interface name are not supported; skipped");
+        if !valid_ifname(iface) {
+            tracing::warn!(host_endpoint = %id.endpoint_id, "host endpoint without a valid interface name (`*` is not supported); skipped");
             continue;
         }
         let key = format!("\"{}\"", iface.replace('"', ""));
@@ -805,5 +816,64 @@ fn render_host_endpoints(state: &DesiredState, r: &mut Ruleset) {
             );
             add("mangle-fh-", maps::MANGLE_FROM_HEP, rules);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use felix_calc::msg::{
+        ToDataplane, WorkloadEndpoint, WorkloadEndpointId, WorkloadEndpointUpdate,
+    };
+
+    fn with_wep(iface: &str) -> DesiredState {
+        let mut s = DesiredState::new();
+        s.apply(&ToDataplane::WorkloadEndpointUpdate(
+            WorkloadEndpointUpdate {
+                id: WorkloadEndpointId {
+                    orchestrator_id: "k8s".into(),
+                    workload_id: "ns/pod".into(),
+                    endpoint_id: "eth0".into(),
+                },
+                endpoint: WorkloadEndpoint {
+                    state: "active".into(),
+                    name: iface.into(),
+                    mac: String::new(),
+                    profile_ids: vec![],
+                    ipv4_nets: vec!["10.0.0.1/32".into()],
+                    ipv6_nets: vec![],
+                    tiers: vec![],
+                    ipv4_nat: vec![],
+                    ipv6_nat: vec![],
+                    allow_spoofed_source_prefixes: vec![],
+                },
+            },
+        ))
+        .unwrap();
+        s
+    }
+
+    #[test]
+    fn invalid_interface_names_are_skipped_not_fatal() {
+        let cfg = Config::default();
+        let ok = render(&with_wep("cali0123456789a"), &cfg).unwrap();
+        assert!(ok.chains.contains_key("fw-cali0123456789a"));
+        for bad in ["cali0123456789ab", "cali\"x", "", "a b"] {
+            let r = render(&with_wep(bad), &cfg).unwrap();
+            assert!(r.maps[maps::FROM_WL].elements.is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_failsafe_is_an_error_naming_it() {
+        let cfg = Config {
+            failsafe_inbound: vec![ProtoPort::new("icmp", 1)],
+            ..Config::default()
+        };
+        let e = render(&DesiredState::new(), &cfg).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failsafe icmp:1: protocol must be tcp, udp or sctp"
+        );
     }
 }
