@@ -293,24 +293,6 @@ async fn add(
 ) -> Result<CniResult, CniError> {
     let stdin = serde_json::to_vec(&conf_json(conf)).unwrap_or_default();
     let mtu = mtu(conf)?;
-    // The endpoint is written last: if this container has none, an interface already in its
-    // netns is the leftover of an interrupted ADD, not a second ADD.
-    let wep_kind = KindInfo::lookup("WorkloadEndpoint")
-        .ok_or_else(|| CniError::plugin("internal error", "no WorkloadEndpoint kind"))?;
-    let completed_before = match ctx.client.get(wep_kind, &id.namespace, &id.wep_name).await {
-        Ok(w) => {
-            let w: Option<Resource<WorkloadEndpointSpec>> = w.try_into().ok();
-            w.is_some_and(|w| w.spec.container_id == req.container_id)
-        }
-        Err(e) if e.is_not_found() => false,
-        Err(e) => {
-            return Err(CniError::new(
-                ErrorCode::TryAgainLater,
-                format!("WorkloadEndpoint {}: read", id.wep_name),
-                e.to_string(),
-            ));
-        }
-    };
     // The netns must exist before anything is allocated.
     net::open_netns(&req.netns)?;
     let ipam_result = ipam_add(ctx, req, conf, env, &stdin).await?;
@@ -333,7 +315,6 @@ async fn add(
         mtu,
         addrs: addrs.clone(),
         allow_ip_forwarding: conf.container_settings.allow_ip_forwarding,
-        replace_leftover: !completed_before,
     };
     let rollback = |stage: &'static str, err: CniError| async move {
         tracing::warn!(stage, error = %err, "ADD failed; rolling back");
@@ -526,7 +507,6 @@ async fn check(
         mtu: 0,
         addrs,
         allow_ip_forwarding: false,
-        replace_leftover: false,
     })
     .await?;
     if conf.ipam.ipam_type == "calico-ipam" {

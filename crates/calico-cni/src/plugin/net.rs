@@ -27,9 +27,6 @@ pub struct Plan {
     /// Host-prefix addresses (/32, /128).
     pub addrs: Vec<IpNet>,
     pub allow_ip_forwarding: bool,
-    /// Whether an existing `ifname` in the container is a leftover of an interrupted ADD of the
-    /// same attachment (replace it) rather than a second ADD (an error, as the spec requires).
-    pub replace_leftover: bool,
 }
 
 fn nl_err(what: String, e: NetlinkError) -> CniError {
@@ -60,36 +57,34 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
     let cont = RtNetlink::connect_in(&netns)
         .map_err(|e| nl_err(format!("netlink in {}", plan.netns_path), e))?;
 
-    if let Some(existing) = cont
-        .link_by_name(&plan.ifname)
-        .await
-        .map_err(|e| nl_err(format!("link {}", plan.ifname), e))?
-    {
-        if !plan.replace_leftover {
-            return Err(CniError::plugin(
-                format!(
-                    "interface {} already exists in netns {}",
-                    plan.ifname, plan.netns_path
-                ),
-                "the runtime must not ADD twice without DEL",
-            ));
-        }
-        tracing::info!(ifname = %plan.ifname, "removing the leftover of an interrupted ADD");
-        match cont.delete_link(existing.index).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(nl_err(format!("link {}: delete leftover", plan.ifname), e)),
-        }
-    }
-    // A leftover host end (from a killed ADD) is removed first, as upstream does.
+    // As upstream: a host end with this attachment's name is a leftover (a killed or repeated
+    // ADD); deleting it removes its peer in the container too.
     if let Some(old) = host
         .link_by_name(&plan.host_veth)
         .await
         .map_err(|e| nl_err(format!("link {}", plan.host_veth), e))?
     {
-        host.delete_link(old.index)
-            .await
-            .map_err(|e| nl_err(format!("link {}: delete stale", plan.host_veth), e))?;
+        tracing::info!(veth = %plan.host_veth, "removing the leftover host end of an earlier ADD");
+        match host.delete_link(old.index).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(nl_err(format!("link {}: delete stale", plan.host_veth), e)),
+        }
+    }
+    // Whatever still has the requested name is not ours: the spec requires an error.
+    if cont
+        .link_by_name(&plan.ifname)
+        .await
+        .map_err(|e| nl_err(format!("link {}", plan.ifname), e))?
+        .is_some()
+    {
+        return Err(CniError::plugin(
+            format!(
+                "interface {} already exists in netns {}",
+                plan.ifname, plan.netns_path
+            ),
+            "it does not belong to this attachment; the runtime must DEL before ADDing again",
+        ));
     }
 
     let mtu = (plan.mtu > 0).then_some(plan.mtu);
