@@ -159,7 +159,15 @@ fn corpus_manifests_of_policy_kinds_round_trip() {
             };
             r.apply_defaults();
             if let Err(e) = r.validate() {
-                failures.push(format!("{name}: validate: {e}"));
+                // Upstream's current validator rejects numeric ports without a protocol too
+                // (libcalico-go validateRule); documentation examples that break the rule are
+                // reported, not failed. Any other or additional error is a failure.
+                let text = e.to_string();
+                if text.contains("must set protocol to TCP, UDP or SCTP") && !text.contains("; ") {
+                    eprintln!("UPSTREAM-REJECTS {name}: {text}");
+                } else {
+                    failures.push(format!("{name}: validate: {e}"));
+                }
                 continue;
             }
             // Defaulting is idempotent (create → get → apply changes nothing).
