@@ -75,7 +75,7 @@ fn plumb(node: &LabNs, tag: &str, iface: &str, ip: &'static str) -> Workload {
 
 /// A TCP listener inside `ns` that accepts forever on a background thread.
 fn listen(ns: &LabNs, ip: &str, port: u16) {
-    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let addr = SocketAddr::new(ip.parse().unwrap(), port);
     let l = ns.netns().run(|| TcpListener::bind(addr)).unwrap().unwrap();
     std::thread::spawn(move || {
         for s in l.incoming() {
@@ -86,7 +86,7 @@ fn listen(ns: &LabNs, ip: &str, port: u16) {
 
 /// Whether a TCP connection from inside `ns` to ip:port completes within 1.5 s.
 fn tcp_ok(ns: &LabNs, ip: &str, port: u16) -> bool {
-    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let addr = SocketAddr::new(ip.parse().unwrap(), port);
     ns.netns()
         .run(|| TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).is_ok())
         .unwrap()
@@ -599,4 +599,132 @@ spec: {{orchestrator: k8s, node: node1, pod: be, endpoint: eth0,
     );
     rt.block_on(dp.apply()).unwrap();
     assert!(!tcp_ok(&fe.ns, be.ip, 8080), "relabelled client denied");
+}
+
+/// IPv6 workloads: the v6 halves of selector sets, rules and anti-spoofing in the kernel.
+#[test]
+fn ipv6_policy_and_antispoofing() {
+    if !lab_available("ipv6_policy_and_antispoofing") {
+        return;
+    }
+    if !binary_in_path("nft") {
+        eprintln!("SKIP ipv6_policy_and_antispoofing: `nft` not installed");
+        return;
+    }
+    let node = LabNs::new("fn6node").unwrap();
+    node.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+    let plumb6 = |tag: &str, iface: &str, ip: &'static str| {
+        let ns = LabNs::new(tag).unwrap();
+        node.veth_to(iface, &ns, "eth0").unwrap();
+        node.ip(&["link", "set", iface, "address", "ee:ee:ee:ee:ee:ee"])
+            .unwrap();
+        node.sysctl(&format!("net.ipv6.conf.{iface}.accept_dad"), "0")
+            .unwrap();
+        node.ip(&["link", "set", iface, "up"]).unwrap();
+        ns.sysctl("net.ipv6.conf.eth0.accept_dad", "0").unwrap();
+        ns.ip(&["addr", "add", &format!("{ip}/128"), "dev", "eth0", "nodad"])
+            .unwrap();
+        ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fe80::ecee:eeff:feee:eeee",
+            "dev",
+            "eth0",
+        ])
+        .unwrap();
+        node.ip(&["-6", "route", "add", &format!("{ip}/128"), "dev", iface])
+            .unwrap();
+        Workload { ns, ip }
+    };
+    let a = plumb6("fn6a", "cali1a", "fd00::2");
+    let b = plumb6("fn6b", "cali2b", "fd00::3");
+    listen(&b.ns, b.ip, 8080);
+    listen(&b.ns, b.ip, 9090);
+    let v6 = |ip: &str| format!("[{ip}]");
+    let tcp6 = |ns: &LabNs, ip: &str, port: u16| {
+        let addr: SocketAddr = format!("{}:{port}", v6(ip)).parse().unwrap();
+        ns.netns()
+            .run(|| TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).is_ok())
+            .unwrap()
+    };
+    // Neighbour discovery and routes can take a moment on fresh links.
+    let mut baseline = false;
+    for _ in 0..10 {
+        if tcp6(&a.ns, b.ip, 9090) {
+            baseline = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(baseline, "baseline IPv6 tcp");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut dp = NftDataplane::new(NftCli::in_netns(node.netns().clone()), Config::default());
+    let web = pid("default", "default.web6", "");
+    let wep6 = |iface: &str, ip: &str, tiers: Vec<TierInfo>, spoof: &[&str]| {
+        let mut m = wep(iface, &[], &["kns.default"], tiers);
+        if let ToDataplane::WorkloadEndpointUpdate(u) = &mut m {
+            u.endpoint.ipv6_nets = vec![format!("{ip}/128")];
+            u.endpoint.allow_spoofed_source_prefixes =
+                spoof.iter().map(|s| s.to_string()).collect();
+        }
+        m
+    };
+    for m in [
+        profile("kns.default", vec![rule("allow")], vec![rule("allow")]),
+        ipset("s:fe6", IpSetType::Net, &["fd00::2/128", "10.65.0.2/32"]),
+        policy(
+            &web,
+            vec![
+                Rule {
+                    action: "allow".into(),
+                    src_ip_set_ids: vec!["s:fe6".into()],
+                    ..tcp(&[(8080, 8080)])
+                },
+                Rule {
+                    action: "allow".into(),
+                    protocol: Some(Protocol::Name("icmpv6".into())),
+                    ..Default::default()
+                },
+            ],
+            vec![],
+        ),
+        wep6("cali1a", a.ip, vec![], &[]),
+        wep6(
+            "cali2b",
+            b.ip,
+            vec![tier("default", "Deny", std::slice::from_ref(&web), &[])],
+            &[],
+        ),
+    ] {
+        dp.on_message(&m).unwrap();
+    }
+    rt.block_on(dp.apply()).unwrap();
+    assert!(tcp6(&a.ns, b.ip, 8080), "v6 8080 allowed from the set");
+    assert!(!tcp6(&a.ns, b.ip, 9090), "v6 9090 denied");
+
+    // Spoofed v6 source from A.
+    a.ns.ip(&["addr", "add", "fd00::9/128", "dev", "eth0", "nodad"])
+        .unwrap();
+    node.ip(&["-6", "route", "add", "fd00::9/128", "dev", "cali1a"])
+        .unwrap();
+    assert!(
+        ping_from(&a.ns, "fd00::2", b.ip),
+        "ICMPv6 from the real source"
+    );
+    assert!(
+        !ping_from(&a.ns, "fd00::9", b.ip),
+        "spoofed v6 source dropped"
+    );
+    dp.on_message(&wep6("cali1a", a.ip, vec![], &["fd00::9/128"]))
+        .unwrap();
+    rt.block_on(dp.apply()).unwrap();
+    assert!(
+        ping_from(&a.ns, "fd00::9", b.ip),
+        "allowed once fd00::9 is an allowed spoofed prefix"
+    );
 }
