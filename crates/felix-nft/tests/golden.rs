@@ -428,9 +428,8 @@ mod lab {
 
     /// `nft -c -f` (check mode: parse and validate against the kernel, commit nothing).
     fn nft_check(ns: &LabNs, name: &str, script: &str) {
-        let dir = std::env::temp_dir().join(format!("felix-nft-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
-        let path = dir.join(format!("{name}.nft"));
+        let path =
+            std::env::temp_dir().join(format!("felix-nft-check-{}-{name}.nft", std::process::id()));
         std::fs::write(&path, script).expect("write");
         let out = ns
             .exec(&["nft", "-c", "-f", path.to_str().expect("utf8 path")])
