@@ -15,7 +15,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -68,10 +71,19 @@ impl Errors {
 pub enum ModelError {
     /// The document is not valid YAML/JSON.
     #[error("{source_name}: document {doc}: {message}")]
-    Syntax { source_name: String, doc: usize, message: String },
+    Syntax {
+        source_name: String,
+        doc: usize,
+        message: String,
+    },
     /// A field has the wrong type, is unknown, or is missing. `path` names it.
     #[error("{kind} {name:?}: {path}: {message}")]
-    Field { kind: String, name: String, path: String, message: String },
+    Field {
+        kind: String,
+        name: String,
+        path: String,
+        message: String,
+    },
     #[error("unknown apiVersion {api_version:?} for kind {kind:?} (expected projectcalico.org/v3)")]
     ApiVersion { api_version: String, kind: String },
     #[error("unknown resource kind {0:?}")]

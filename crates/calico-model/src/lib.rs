@@ -15,4 +15,4 @@ pub mod selector;
 
 pub use error::{FieldError, ModelError, ValidationError};
 pub use meta::ObjectMeta;
-pub use resource::{AnyResource, KindInfo, Resource, Spec, API_VERSION, KINDS};
+pub use resource::{API_VERSION, AnyResource, KINDS, KindInfo, Resource, Spec};

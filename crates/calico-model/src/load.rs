@@ -4,14 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
 
 use crate::error::ModelError;
 
 /// Splits `text` (YAML with `---` separators, or JSON: one object, an array, or a `List`) into one
 /// JSON value per document. Empty documents are skipped.
-pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<serde_json::Value>, ModelError> {
+pub fn parse_documents(
+    text: &str,
+    source_name: &str,
+) -> Result<Vec<serde_json::Value>, ModelError> {
     let trimmed = text.trim_start();
     let docs: Vec<serde_json::Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ModelError::Syntax {
@@ -54,7 +57,9 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<serde_json::
 
 /// Reads `apiVersion`, `kind` and `metadata.name` without decoding the rest.
 pub fn type_meta(value: &serde_json::Value) -> Result<(String, String, String), ModelError> {
-    let obj = value.as_object().ok_or(ModelError::Missing("an object at the top level"))?;
+    let obj = value
+        .as_object()
+        .ok_or(ModelError::Missing("an object at the top level"))?;
     let kind = obj
         .get("kind")
         .and_then(|v| v.as_str())

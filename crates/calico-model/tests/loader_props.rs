@@ -31,9 +31,30 @@ fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
         any::<f64>().prop_map(|f| serde_json::json!(f)),
         "[ -~]{0,12}".prop_map(serde_json::Value::String),
         prop::sample::select(vec![
-            "10.0.0.0/8", "::/0", "all()", "has(a)", "a == 'b'", "TCP", "ICMP", "Allow", "Deny",
-            "Pass", "Log", "80", "1:2", "http", "Ingress", "Egress", "Always", "CrossSubnet",
-            "Never", "default", "1m30s", "192.168.1.1", "fd00::/64", "64512",
+            "10.0.0.0/8",
+            "::/0",
+            "all()",
+            "has(a)",
+            "a == 'b'",
+            "TCP",
+            "ICMP",
+            "Allow",
+            "Deny",
+            "Pass",
+            "Log",
+            "80",
+            "1:2",
+            "http",
+            "Ingress",
+            "Egress",
+            "Always",
+            "CrossSubnet",
+            "Never",
+            "default",
+            "1m30s",
+            "192.168.1.1",
+            "fd00::/64",
+            "64512",
         ])
         .prop_map(|s| serde_json::Value::String(s.to_string())),
     ]
@@ -41,18 +62,55 @@ fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
 
 fn json_tree() -> impl Strategy<Value = serde_json::Value> {
     let keys = prop::sample::select(vec![
-        "selector", "ingress", "egress", "action", "protocol", "source", "destination", "nets",
-        "notNets", "ports", "notPorts", "icmp", "type", "code", "order", "types", "tier", "cidr",
-        "blockSize", "ipipMode", "vxlanMode", "peerIP", "asNumber", "node", "interfaceName",
-        "expectedIPs", "namespaceSelector", "serviceAccounts", "http", "names", "labels",
-        "doNotTrack", "preDNAT", "applyOnForward", "reservedCIDRs", "defaultAction", "bgp",
-        "ipv4Address", "logSeverityScreen", "controllers", "exportV4", "matchOperator",
+        "selector",
+        "ingress",
+        "egress",
+        "action",
+        "protocol",
+        "source",
+        "destination",
+        "nets",
+        "notNets",
+        "ports",
+        "notPorts",
+        "icmp",
+        "type",
+        "code",
+        "order",
+        "types",
+        "tier",
+        "cidr",
+        "blockSize",
+        "ipipMode",
+        "vxlanMode",
+        "peerIP",
+        "asNumber",
+        "node",
+        "interfaceName",
+        "expectedIPs",
+        "namespaceSelector",
+        "serviceAccounts",
+        "http",
+        "names",
+        "labels",
+        "doNotTrack",
+        "preDNAT",
+        "applyOnForward",
+        "reservedCIDRs",
+        "defaultAction",
+        "bgp",
+        "ipv4Address",
+        "logSeverityScreen",
+        "controllers",
+        "exportV4",
+        "matchOperator",
     ]);
     json_leaf().prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-            prop::collection::btree_map(keys.clone(), inner, 0..6)
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
         ]
     })
 }
@@ -94,14 +152,17 @@ proptest! {
 }
 
 fn corpus_dir() -> Option<PathBuf> {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/calico-manifests");
+    let d =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/calico-manifests");
     d.is_dir().then_some(d)
 }
 
 #[test]
 fn mutated_corpus_manifests_never_panic() {
     let Some(dir) = corpus_dir() else {
-        eprintln!("SKIP mutated_corpus_manifests_never_panic: ../shared/corpus not found (CI always has it)");
+        eprintln!(
+            "SKIP mutated_corpus_manifests_never_panic: ../shared/corpus not found (CI always has it)"
+        );
         return;
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
