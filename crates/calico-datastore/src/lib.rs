@@ -9,4 +9,6 @@ pub mod etcd;
 pub mod kv;
 pub mod sqlite;
 
-pub use kv::{KeyValue, KvError, KvStore, LeaseId, ListResult, Revision, TxnOp, WatchEvent, WatchStream};
+pub use kv::{
+    KeyValue, KvError, KvStore, LeaseId, ListResult, Revision, TxnOp, WatchEvent, WatchStream,
+};
