@@ -772,6 +772,10 @@ fn lab_cleans_up_on_panic() {
 #[test]
 fn sweep_removes_leftovers_of_dead_runs_only() {
     require_lab!("sweep_removes_leftovers_of_dead_runs_only");
+    // A namespace of this (live) run must survive the sweep. Created first: a process's first
+    // LabNs::new sweeps dead runs itself, which would take the stale namespace below away
+    // before the explicit sweep this test checks.
+    let live = LabNs::new("live").unwrap();
     // A pid that certainly belongs to no live process: a child we started and reaped.
     let mut dead = std::process::Command::new("true").spawn().unwrap();
     dead.wait().unwrap();
@@ -792,9 +796,6 @@ fn sweep_removes_leftovers_of_dead_runs_only() {
         })
         .unwrap()
         .unwrap();
-    // A namespace of this (live) run must survive the sweep.
-    let live = LabNs::new("live").unwrap();
-
     let prefix = format!("{}{dead_pid:x}-", testlab::PROJECT_PREFIX);
     let report = testlab::sweep(&prefix).unwrap();
     let status = orphan.wait().unwrap();
