@@ -155,7 +155,8 @@ fn seg_raw(path: &str, norm: &str) -> String {
 /// following upstream here is deliberate, so such a file is reported, not failed. Any other error,
 /// or a second error beside it, is still a failure.
 fn upstream_rejects_too(err: &str) -> bool {
-    err.matches("must set protocol to TCP, UDP or SCTP").count() == 1 && !err.contains("; ")
+    err.contains(calico_model::resources::policy::NUMERIC_PORTS_NEED_PROTOCOL)
+        && !err.contains("; ")
 }
 
 #[test]

@@ -163,7 +163,9 @@ fn corpus_manifests_of_policy_kinds_round_trip() {
                 // (libcalico-go validateRule); documentation examples that break the rule are
                 // reported, not failed. Any other or additional error is a failure.
                 let text = e.to_string();
-                if text.contains("must set protocol to TCP, UDP or SCTP") && !text.contains("; ") {
+                if text.contains(calico_model::resources::policy::NUMERIC_PORTS_NEED_PROTOCOL)
+                    && !text.contains("; ")
+                {
                     eprintln!("UPSTREAM-REJECTS {name}: {text}");
                 } else {
                     failures.push(format!("{name}: validate: {e}"));

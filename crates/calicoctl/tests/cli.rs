@@ -587,7 +587,9 @@ fn corpus_manifests_validate_and_round_trip() {
             let text = o.all();
             // The reason appears in the per-document line and in the summary; a second,
             // different reason would be joined with "; ".
-            if text.contains("must set protocol to TCP, UDP or SCTP") && !text.contains("; ") {
+            if text.contains(calico_model::resources::policy::NUMERIC_PORTS_NEED_PROTOCOL)
+                && !text.contains("; ")
+            {
                 eprintln!("UPSTREAM-REJECTS {}: {}", f.display(), text.trim());
                 upstream_rejects.push(f.clone());
             } else {

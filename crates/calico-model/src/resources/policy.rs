@@ -43,6 +43,12 @@ pub const PROTOCOL_NAMES: &[&str] = &["TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "U
 // ---------------------------------------------------------------------------------------------
 
 /// What a rule does when it matches.
+
+/// Upstream's rejection of numeric ports (or ranges) in a rule without a protocol
+/// (libcalico-go `validateRule`, `protocolSingleOrRangePortsMsg`).
+pub const NUMERIC_PORTS_NEED_PROTOCOL: &str =
+    "rules that specify numeric ports or port ranges must set protocol to TCP, UDP or SCTP";
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Action {
     #[default]
@@ -512,8 +518,7 @@ impl Rule {
                 match &self.protocol {
                     None if ports.iter().any(|p| !p.is_named()) => errs.push(
                         format!("{path}.{side}.{field}"),
-                        "rules that specify numeric ports or port ranges must set protocol to \
-                         TCP, UDP or SCTP",
+                        NUMERIC_PORTS_NEED_PROTOCOL,
                     ),
                     Some(p) if !p.supports_ports() => errs.push(
                         format!("{path}.{side}.{field}"),
