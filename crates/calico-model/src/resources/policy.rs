@@ -38,17 +38,16 @@ pub const PERF_HINT_ASSUME_NEEDED_ON_EVERY_NODE: &str = "AssumeNeededOnEveryNode
 /// Protocol names in their canonical casing.
 pub const PROTOCOL_NAMES: &[&str] = &["TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite"];
 
-// ---------------------------------------------------------------------------------------------
-// Rule types
-// ---------------------------------------------------------------------------------------------
-
-/// What a rule does when it matches.
-
 /// Upstream's rejection of numeric ports (or ranges) in a rule without a protocol
 /// (libcalico-go `validateRule`, `protocolSingleOrRangePortsMsg`).
 pub const NUMERIC_PORTS_NEED_PROTOCOL: &str =
     "rules that specify numeric ports or port ranges must set protocol to TCP, UDP or SCTP";
 
+// ---------------------------------------------------------------------------------------------
+// Rule types
+// ---------------------------------------------------------------------------------------------
+
+/// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Action {
     #[default]
