@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod error;
 pub mod eval;
+pub mod store;
 pub mod types;
 
 pub use convert::{
@@ -13,4 +14,5 @@ pub use convert::{
     namespace_to_profile, pod_endpoint_fields, service_account_to_profile, translate,
 };
 pub use error::K8sError;
+pub use store::K8sObject;
 pub use types::K8sResource;
