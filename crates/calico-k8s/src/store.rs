@@ -139,6 +139,24 @@ impl K8sObject {
         }
     }
 
+    /// Checks the name (and namespace) as the Kubernetes API server does, so that keys and the
+    /// translated names are well-formed: a namespace name is a DNS label (at most 63
+    /// lower-case alphanumerics or `-`), other names DNS subdomains (at most 253, dots allowed).
+    pub fn validate_identity(&self) -> Result<(), K8sError> {
+        let fail = |path: &str, message: String| K8sError::Invalid {
+            kind: self.kind().to_string(),
+            name: self.name().to_string(),
+            path: path.to_string(),
+            message,
+        };
+        let is_namespace = !self.namespaced();
+        check_dns_name(self.name(), !is_namespace).map_err(|m| fail("metadata.name", m))?;
+        if self.namespaced() && !self.namespace().is_empty() {
+            check_dns_name(self.namespace(), false).map_err(|m| fail("metadata.namespace", m))?;
+        }
+        Ok(())
+    }
+
     /// The object's key in the store.
     pub fn key(&self) -> String {
         let (ns, name) = (self.namespace(), self.name());
@@ -157,6 +175,40 @@ impl K8sObject {
             m.remove("resourceVersion");
         }
         v.to_string().into_bytes()
+    }
+}
+
+/// A DNS-1123 label (`subdomain` false) or subdomain (true).
+fn check_dns_name(name: &str, subdomain: bool) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name is required".to_string());
+    }
+    let max = if subdomain { 253 } else { 63 };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = name.len() <= max
+        && if subdomain {
+            name.split('.').all(label_ok)
+        } else {
+            label_ok(name)
+        };
+    if ok {
+        Ok(())
+    } else if subdomain {
+        Err(format!(
+            "{name:?} must be a DNS subdomain: at most 253 lower-case alphanumerics, '-' or '.', \
+             starting and ending alphanumeric"
+        ))
+    } else {
+        Err(format!(
+            "{name:?} must be a DNS label: at most 63 lower-case alphanumerics or '-', \
+             starting and ending alphanumeric"
+        ))
     }
 }
 
@@ -228,6 +280,35 @@ mod tests {
             list_prefix("Namespace", Some("x")).unwrap(),
             "/calico/k8s/v1/namespaces/"
         );
+    }
+
+    #[test]
+    fn bad_names_are_named() {
+        let o = K8sObject::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a.b"},
+        }))
+        .unwrap();
+        let e = o.validate_identity().unwrap_err().to_string();
+        assert!(
+            e.contains("metadata.name") && e.contains("DNS label"),
+            "{e}"
+        );
+        let o = K8sObject::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web.1", "namespace": "x/y"},
+        }))
+        .unwrap();
+        let e = o.validate_identity().unwrap_err().to_string();
+        assert!(e.contains("metadata.namespace"), "{e}");
+        let o = K8sObject::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Web"},
+        }))
+        .unwrap();
+        assert!(o.validate_identity().is_err());
+        let o = K8sObject::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web.1", "namespace": "x"},
+        }))
+        .unwrap();
+        o.validate_identity().unwrap();
     }
 
     #[test]
