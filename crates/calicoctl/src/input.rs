@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use calico_k8s::{K8sObject, K8sResource};
 use calico_model::AnyResource;
 use calico_model::load::parse_documents;
 
@@ -17,6 +18,9 @@ pub struct Doc {
     pub index: usize,
     /// The decoded resource, or an error naming the offending field.
     pub result: Result<AnyResource, String>,
+    /// A Kubernetes object (`v1` Namespace/ServiceAccount/Pod, `networking.k8s.io/v1`
+    /// NetworkPolicy), decoded or an error naming the field; `result` is then an error too.
+    pub k8s: Option<Result<K8sObject, String>>,
 }
 
 impl Doc {
@@ -105,17 +109,59 @@ pub fn load_file(path: &Path) -> Result<Vec<Doc>, FileError> {
         })?;
         (source, text)
     };
-    let values = parse_documents(&text, &source).map_err(|e| FileError {
+    let mut values = parse_documents(&text, &source).map_err(|e| FileError {
         source: source.clone(),
         message: e.to_string(),
     })?;
+    k8s_strict_values(&text, &source, &mut values);
     Ok(values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| Doc {
-            source: source.clone(),
-            index: i + 1,
-            result: AnyResource::from_value(v).map_err(|e| e.to_string()),
+        .map(|(i, v)| {
+            if K8sResource::is_supported(&v) {
+                let k8s = K8sObject::from_value(v).map_err(|e| e.to_string());
+                let result = Err(match &k8s {
+                    Ok(o) => format!("{}: a Kubernetes object, not a Calico resource", o.id()),
+                    Err(e) => e.clone(),
+                });
+                return Doc {
+                    source: source.clone(),
+                    index: i + 1,
+                    result,
+                    k8s: Some(k8s),
+                };
+            }
+            Doc {
+                source: source.clone(),
+                index: i + 1,
+                result: AnyResource::from_value(v).map_err(|e| e.to_string()),
+                k8s: None,
+            }
         })
         .collect())
+}
+
+/// Kubernetes objects are read as kubectl reads them: only YAML 1.2 booleans are booleans, so
+/// a label `ns: y` stays the string `"y"`. The v3 loader's reading (YAML 1.1, as upstream
+/// calicoctl) is kept for the other documents; when the two readings do not line up document
+/// for document, the v3 one is kept for all.
+fn k8s_strict_values(text: &str, source: &str, values: &mut [serde_json::Value]) {
+    if !values.iter().any(K8sResource::is_supported) {
+        return;
+    }
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        return; // JSON has no YAML 1.1 booleans.
+    }
+    let Ok(strict) = calico_k8s::types::parse_yaml_documents(text, source) else {
+        return;
+    };
+    if strict.len() != values.len() {
+        return;
+    }
+    for (v, s) in values.iter_mut().zip(strict) {
+        if K8sResource::is_supported(&s) {
+            *v = s;
+        }
+    }
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod input;
 pub mod ipam;
+pub mod k8s;
 pub mod output;
 pub mod patch;
 
@@ -262,15 +263,22 @@ async fn write_command(ctx: &Ctx, args: &cli::FileArgs, action: Action) -> anyho
         return Ok(0);
     }
     let total = docs.len();
-    let kind = single_kind(docs.iter().map(|d| match &d.result {
-        Ok(r) => r.kind(),
-        Err(_) => "",
-    }));
+    let kind = single_kind(docs.iter().map(doc_kind));
 
     // Decode/namespace problems are per resource; the rest still go ahead.
     let mut errs: Vec<(usize, String)> = Vec::new();
     let mut todo: Vec<(usize, AnyResource)> = Vec::new();
+    let mut k8s_todo: Vec<(usize, calico_k8s::K8sObject)> = Vec::new();
     for (i, d) in docs.into_iter().enumerate() {
+        if let Some(k) = d.k8s {
+            match k.and_then(|mut o| {
+                k8s::handle_namespace(&mut o, args.namespace.as_deref()).map(|()| o)
+            }) {
+                Ok(o) => k8s_todo.push((i, o)),
+                Err(e) => errs.push((i, format!("{}: {e}", d.source))),
+            }
+            continue;
+        }
         match d.result {
             Ok(mut r) => match handle_namespace(&mut r, args.namespace.as_deref(), false) {
                 Ok(()) => todo.push((i, r)),
@@ -280,7 +288,7 @@ async fn write_command(ctx: &Ctx, args: &cli::FileArgs, action: Action) -> anyho
         }
     }
     let mut handled = 0usize;
-    if !todo.is_empty() {
+    if !todo.is_empty() || !k8s_todo.is_empty() {
         let client = ctx.client().await?;
         if let Err(e) = client.ensure_initialized().await {
             tracing::info!(error = %e, "unable to initialize datastore");
@@ -318,10 +326,37 @@ async fn write_command(ctx: &Ctx, args: &cli::FileArgs, action: Action) -> anyho
                 }
             }
         }
+        // Kubernetes objects after the Calico resources of the same input, in input order.
+        let op = match action {
+            Action::Create { .. } => k8s::Write::Create,
+            Action::Apply => k8s::Write::Apply,
+            Action::Replace => k8s::Write::Replace,
+        };
+        for (i, o) in k8s_todo {
+            match k8s::write(&client, &o, op).await {
+                Ok(()) => handled += 1,
+                Err(k8s::OpError::AlreadyExists(_))
+                    if matches!(action, Action::Create { skip_exists: true }) =>
+                {
+                    handled += 1
+                }
+                Err(e) => errs.push((i, e.to_string())),
+            }
+        }
     }
     errs.sort_by_key(|(i, _)| *i);
     let errs: Vec<String> = errs.into_iter().map(|(_, e)| e).collect();
     report(verb, past, &kind, total, handled, &errs)
+}
+
+/// The kind a document names, for the summary line (`""` when it did not decode).
+fn doc_kind(d: &Doc) -> &'static str {
+    match (&d.k8s, &d.result) {
+        (Some(Ok(o)), _) => o.kind(),
+        (Some(Err(_)), _) => "",
+        (None, Ok(r)) => r.kind(),
+        (None, Err(_)) => "",
+    }
 }
 
 /// Prints the outcome the way upstream's create/apply/replace do.
@@ -406,6 +441,7 @@ fn targets(
             source: "<args>".to_string(),
             index: i + 1,
             result: identity(info, "", n).map_err(|e| e.to_string()),
+            k8s: None,
         });
     }
     Ok((docs, true))
@@ -432,17 +468,24 @@ async fn delete_command(ctx: &Ctx, a: cli::DeleteArgs) -> anyhow::Result<i32> {
             .and_then(KindInfo::lookup)
             .map(|k| k.kind.to_string())
     } else {
-        single_kind(
-            docs.iter()
-                .filter_map(|d| d.result.as_ref().ok().map(|r| r.kind())),
-        )
+        single_kind(docs.iter().map(doc_kind).filter(|k| !k.is_empty()))
     };
     let client = ctx.client().await?;
     let mut handled = 0;
     let mut errs: Vec<(usize, String)> = Vec::new();
     let mut batch = Vec::new();
     let mut batch_index = Vec::new();
+    let mut k8s_todo = Vec::new();
     for (i, d) in docs.into_iter().enumerate() {
+        if let Some(k) = d.k8s {
+            match k
+                .and_then(|mut o| k8s::handle_namespace(&mut o, a.namespace.as_deref()).map(|()| o))
+            {
+                Ok(o) => k8s_todo.push((i, o)),
+                Err(e) => errs.push((i, format!("{}: {e}", d.source))),
+            }
+            continue;
+        }
         let mut r = match d.result {
             Ok(r) => r,
             Err(e) => {
@@ -463,6 +506,13 @@ async fn delete_command(ctx: &Ctx, a: cli::DeleteArgs) -> anyhow::Result<i32> {
         match res {
             Ok(_) => handled += 1,
             Err(e) if a.skip_not_exists && e.is_not_found() => handled += 1,
+            Err(e) => errs.push((i, e.to_string())),
+        }
+    }
+    for (i, o) in k8s_todo {
+        match k8s::delete(&client, &o).await {
+            Ok(()) => handled += 1,
+            Err(k8s::OpError::NotFound(_)) if a.skip_not_exists => handled += 1,
             Err(e) => errs.push((i, e.to_string())),
         }
     }
@@ -811,6 +861,20 @@ fn validate_command(filename: &str, recursive: bool, skip_empty: bool) -> anyhow
         for d in docs {
             total += 1;
             let origin = d.origin();
+            if let Some(k) = d.k8s {
+                match k.and_then(|mut o| k8s::validate(&mut o).map(|()| o)) {
+                    Ok(o) => {
+                        valid += 1;
+                        kinds.push(o.kind());
+                        println!("{origin}: {}: valid", o.id());
+                    }
+                    Err(e) => {
+                        println!("{origin}: invalid: {e}");
+                        errs.push(format!("{origin}: {e}"));
+                    }
+                }
+                continue;
+            }
             let checked = d.result.and_then(|mut r| {
                 r.apply_defaults();
                 r.validate().map(|()| r).map_err(|e| e.to_string())
