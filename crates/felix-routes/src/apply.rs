@@ -1,0 +1,330 @@
+//! Reconciles a [`Plan`] with the kernel: the VXLAN device (created, or recreated when its
+//! parameters differ), FDB entries and neighbours on it, the IPIP device's address and MTU, and
+//! every protocol-80 route in the main table (desired ones replaced when different, others
+//! deleted — protocol 80 routes are ours).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use calico_linux::{Family, FdbEntry, Neighbour, Netlink, Route, RouteFilter, VxlanSpec, proto};
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::RoutesError;
+use crate::plan::{IPIP_DEVICE, Plan, PlannedRoute, RouteDev, VXLAN_DEVICE};
+
+/// Facts about the host the applier needs besides the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostFacts {
+    /// Index of the interface holding the node IP.
+    pub parent_index: Option<u32>,
+    /// Its MTU.
+    pub parent_mtu: Option<u32>,
+}
+
+/// What one apply changed (for logs and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub routes_added: usize,
+    pub routes_removed: usize,
+    pub device_changes: usize,
+    pub fdb_changes: usize,
+    pub neighbour_changes: usize,
+}
+
+impl ApplyReport {
+    pub fn changed(&self) -> bool {
+        *self != ApplyReport::default()
+    }
+}
+
+/// Finds the interface that holds `ip` and its MTU.
+pub async fn host_facts(nl: &dyn Netlink, ip: Option<IpAddr>) -> Result<HostFacts, RoutesError> {
+    let Some(ip) = ip else {
+        return Ok(HostFacts::default());
+    };
+    let addrs = nl.list_addresses(None).await?;
+    let Some(a) = addrs.iter().find(|a| a.addr.addr() == ip) else {
+        return Ok(HostFacts::default());
+    };
+    let link = nl.link_by_index(a.index).await?;
+    Ok(HostFacts {
+        parent_index: Some(a.index),
+        parent_mtu: link.map(|l| l.mtu),
+    })
+}
+
+/// Brings the kernel to `plan`. Errors stop at the first failing kernel call; the next apply
+/// retries from scratch (every step compares with what the kernel has).
+pub async fn apply(
+    nl: &dyn Netlink,
+    plan: &Plan,
+    host: HostFacts,
+) -> Result<ApplyReport, RoutesError> {
+    let mut report = ApplyReport::default();
+    let vxlan_index = ensure_vxlan(nl, plan, host, &mut report).await?;
+    if let Some(idx) = vxlan_index {
+        sync_fdb_and_neighbours(nl, plan, idx, &mut report).await?;
+    }
+    let ipip_index = ensure_ipip(nl, plan, &mut report).await?;
+    sync_routes(nl, plan, host, vxlan_index, ipip_index, &mut report).await?;
+    Ok(report)
+}
+
+async fn ensure_vxlan(
+    nl: &dyn Netlink,
+    plan: &Plan,
+    host: HostFacts,
+    report: &mut ApplyReport,
+) -> Result<Option<u32>, RoutesError> {
+    let existing = nl.link_by_name(VXLAN_DEVICE).await?;
+    let Some(want) = &plan.vxlan else {
+        if let Some(link) = existing {
+            tracing::info!(
+                device = VXLAN_DEVICE,
+                "removing vxlan device (no longer wanted)"
+            );
+            nl.delete_link(link.index).await?;
+            report.device_changes += 1;
+        }
+        return Ok(None);
+    };
+    let mut index = None;
+    if let Some(link) = existing {
+        let info = nl.vxlan_info(link.index).await?;
+        let same = info.as_ref().is_some_and(|i| {
+            i.vni == want.vni
+                && i.port == want.port
+                && i.local == Some(IpAddr::V4(want.local))
+                && (host.parent_index.is_none() || i.parent_index == host.parent_index)
+        });
+        if same {
+            index = Some(link.index);
+        } else {
+            tracing::info!(
+                device = VXLAN_DEVICE,
+                ?info,
+                "vxlan device differs; recreating"
+            );
+            nl.delete_link(link.index).await?;
+            report.device_changes += 1;
+        }
+    }
+    let index = match index {
+        Some(i) => i,
+        None => {
+            let mut spec = VxlanSpec::calico(VXLAN_DEVICE);
+            spec.vni = want.vni;
+            spec.port = want.port;
+            spec.local = Some(IpAddr::V4(want.local));
+            spec.parent_index = host.parent_index;
+            spec.mtu = Some(want.mtu);
+            spec.mac = Some(want.mac);
+            nl.create_vxlan(&spec).await?;
+            report.device_changes += 1;
+            nl.link_by_name(VXLAN_DEVICE)
+                .await?
+                .ok_or_else(|| calico_linux::NetlinkError::LinkNotFound(VXLAN_DEVICE.into()))?
+                .index
+        }
+    };
+    let link = nl
+        .link_by_index(index)
+        .await?
+        .ok_or_else(|| calico_linux::NetlinkError::LinkNotFound(VXLAN_DEVICE.into()))?;
+    if link.mtu != want.mtu {
+        nl.set_link_mtu(index, want.mtu).await?;
+        report.device_changes += 1;
+    }
+    if link.mac != Some(want.mac) {
+        nl.set_link_mac(index, want.mac).await?;
+        report.device_changes += 1;
+    }
+    let addr = IpNet::V4(Ipv4Net::new(want.address, 32).unwrap_or_default());
+    sync_addresses(nl, index, addr, report).await?;
+    if !link.admin_up {
+        nl.set_link_up(index, true).await?;
+        report.device_changes += 1;
+    }
+    Ok(Some(index))
+}
+
+/// Leaves exactly `want` as the IPv4 address of link `index`.
+async fn sync_addresses(
+    nl: &dyn Netlink,
+    index: u32,
+    want: IpNet,
+    report: &mut ApplyReport,
+) -> Result<(), RoutesError> {
+    let have = nl.list_addresses(Some(index)).await?;
+    let mut present = false;
+    for a in have.iter().filter(|a| matches!(a.addr, IpNet::V4(_))) {
+        if a.addr == want {
+            present = true;
+        } else {
+            nl.del_address(index, a.addr).await?;
+            report.device_changes += 1;
+        }
+    }
+    if !present {
+        nl.add_address(index, want).await?;
+        report.device_changes += 1;
+    }
+    Ok(())
+}
+
+async fn sync_fdb_and_neighbours(
+    nl: &dyn Netlink,
+    plan: &Plan,
+    index: u32,
+    report: &mut ApplyReport,
+) -> Result<(), RoutesError> {
+    let want_fdb: BTreeSet<FdbEntry> = plan
+        .vteps
+        .iter()
+        .map(|v| FdbEntry {
+            index,
+            mac: v.mac,
+            dst: IpAddr::V4(v.node_ip),
+        })
+        .collect();
+    let have_fdb: BTreeSet<FdbEntry> = nl.list_fdb(index).await?.into_iter().collect();
+    for e in have_fdb.difference(&want_fdb) {
+        nl.del_fdb(e).await?;
+        report.fdb_changes += 1;
+    }
+    for e in want_fdb.difference(&have_fdb) {
+        nl.replace_fdb(e).await?;
+        report.fdb_changes += 1;
+    }
+    let want_neigh: BTreeSet<Neighbour> = plan
+        .vteps
+        .iter()
+        .map(|v| Neighbour {
+            index,
+            ip: IpAddr::V4(v.tunnel_ip),
+            mac: v.mac,
+        })
+        .collect();
+    let have_neigh: BTreeSet<Neighbour> = nl
+        .list_neighbours(Family::V4, Some(index))
+        .await?
+        .into_iter()
+        .collect();
+    for n in have_neigh.difference(&want_neigh) {
+        nl.del_neighbour(n).await?;
+        report.neighbour_changes += 1;
+    }
+    for n in want_neigh.difference(&have_neigh) {
+        nl.replace_neighbour(n).await?;
+        report.neighbour_changes += 1;
+    }
+    Ok(())
+}
+
+async fn ensure_ipip(
+    nl: &dyn Netlink,
+    plan: &Plan,
+    report: &mut ApplyReport,
+) -> Result<Option<u32>, RoutesError> {
+    let Some(want) = &plan.ipip else {
+        return Ok(None);
+    };
+    let link = nl
+        .link_by_name(IPIP_DEVICE)
+        .await?
+        .ok_or(RoutesError::IpipUnavailable)?;
+    if link.mtu != want.mtu {
+        nl.set_link_mtu(link.index, want.mtu).await?;
+        report.device_changes += 1;
+    }
+    let addr = IpNet::V4(Ipv4Net::new(want.address, 32).unwrap_or_default());
+    sync_addresses(nl, link.index, addr, report).await?;
+    if !link.admin_up {
+        nl.set_link_up(link.index, true).await?;
+        report.device_changes += 1;
+    }
+    Ok(Some(link.index))
+}
+
+/// Kernel form of a planned route; `None` when its device is missing.
+pub fn to_kernel(
+    r: &PlannedRoute,
+    host: HostFacts,
+    vxlan: Option<u32>,
+    ipip: Option<u32>,
+) -> Option<Route> {
+    Some(match r {
+        PlannedRoute::Blackhole { dst } => Route::blackhole(*dst).with_protocol(proto::FELIX),
+        PlannedRoute::Via {
+            dst,
+            gateway,
+            dev,
+            onlink,
+        } => {
+            let oif = match dev {
+                RouteDev::Vxlan => vxlan?,
+                RouteDev::Ipip => ipip?,
+                RouteDev::Parent => host.parent_index?,
+            };
+            let mut route = Route::via(*dst, *gateway, Some(oif)).with_protocol(proto::FELIX);
+            if *onlink {
+                route = route.with_onlink();
+            }
+            route
+        }
+    })
+}
+
+/// Whether a kernel route already is the wanted one (ignoring what the kernel fills in).
+fn same_route(have: &Route, want: &Route) -> bool {
+    have.dst == want.dst
+        && have.kind == want.kind
+        && have.gateway == want.gateway
+        && have.oif == want.oif
+        && have.onlink == want.onlink
+        && have.protocol == want.protocol
+}
+
+async fn sync_routes(
+    nl: &dyn Netlink,
+    plan: &Plan,
+    host: HostFacts,
+    vxlan: Option<u32>,
+    ipip: Option<u32>,
+    report: &mut ApplyReport,
+) -> Result<(), RoutesError> {
+    let want: Vec<Route> = plan
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let k = to_kernel(r, host, vxlan, ipip);
+            if k.is_none() {
+                tracing::debug!(route = ?r, "device for route missing; skipped");
+            }
+            k
+        })
+        .collect();
+    let have = nl
+        .list_routes(&RouteFilter::v4().protocol(proto::FELIX))
+        .await?;
+    let want_dsts: BTreeSet<IpNet> = want.iter().map(|r| r.dst).collect();
+    for r in &have {
+        if !want_dsts.contains(&r.dst) {
+            let _span = tracing::debug_span!("route", dst = %r.dst).entered();
+            match nl.del_route(r).await {
+                Ok(()) => report.routes_removed += 1,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    for w in &want {
+        if have.iter().any(|h| same_route(h, w)) {
+            continue;
+        }
+        // A stale route to the same dst with a different next hop/kind is replaced.
+        nl.replace_route(w).await?;
+        report.routes_added += 1;
+    }
+    Ok(())
+}
