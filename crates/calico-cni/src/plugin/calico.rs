@@ -337,6 +337,10 @@ async fn add(
         return Err(rollback("profile", e).await);
     }
     let wep = build_wep(ctx, req, conf, id, &addrs, &mac.to_string());
+    let wep = match super::k8s::apply_stored_pod(ctx, req, wep).await {
+        Ok(w) => w,
+        Err(e) => return Err(rollback("pod", e).await),
+    };
     if let Err(e) = ctx.client.apply(AnyResource::from(wep)).await {
         let err = CniError::plugin(
             format!("WorkloadEndpoint {}: write", id.wep_name),

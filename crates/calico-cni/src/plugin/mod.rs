@@ -4,6 +4,7 @@
 mod calico;
 mod context;
 mod ipam;
+mod k8s;
 mod net;
 
 use std::collections::BTreeMap;
