@@ -6,4 +6,6 @@
 //! See `docs/dev/CONTRACTS.md` §1 for its environment and HTTP interface.
 
 pub mod config;
+pub mod endpoints;
+pub mod ifacemon;
 pub mod syncer;
