@@ -310,7 +310,7 @@ async fn sync_routes(
     let want_dsts: BTreeSet<IpNet> = want.iter().map(|r| r.dst).collect();
     for r in &have {
         if !want_dsts.contains(&r.dst) {
-            let _span = tracing::debug_span!("route", dst = %r.dst).entered();
+            tracing::debug!(route = %r.dst, "removing stale route");
             match nl.del_route(r).await {
                 Ok(()) => report.routes_removed += 1,
                 Err(e) if e.is_not_found() => {}

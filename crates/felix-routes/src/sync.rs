@@ -17,6 +17,7 @@ use calico_model::resources::ipam::EncapMode;
 use calico_model::resources::{FelixConfigurationSpec, IPPoolSpec, NodeSpec};
 use futures::StreamExt;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::RoutesError;
 use crate::apply::{HostFacts, apply, host_facts};
@@ -142,9 +143,12 @@ impl RouteSync {
 
     /// Runs until `shutdown` becomes true (or its sender is dropped). Leaves the kernel state
     /// programmed on exit.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), RoutesError> {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), RoutesError> {
         let span = tracing::info_span!("felix_routes", node = %self.node);
-        let _enter = span.enter();
+        self.run_inner(shutdown).instrument(span).await
+    }
+
+    async fn run_inner(self, mut shutdown: watch::Receiver<bool>) -> Result<(), RoutesError> {
         let nl: RtNetlink = match &self.cfg.netns {
             Some(ns) => RtNetlink::connect_in(ns)?,
             None => RtNetlink::connect()?,
@@ -399,5 +403,55 @@ fn plan_input(local: &str, state: &State, ov: &SettingsOverrides) -> PlanInput {
         felix,
         host_mtu: 1500,
         ipip_available: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn run_future_is_send() {
+        let kv: Arc<dyn KvStore> = Arc::new(
+            calico_datastore::sqlite::SqliteStore::open(
+                tempfile::tempdir().unwrap().path().join("x.db"),
+            )
+            .unwrap(),
+        );
+        let sync = RouteSync::new(kv, "n".into(), RoutesConfig::default());
+        let (_tx, rx) = watch::channel(false);
+        let fut = sync.run(rx);
+        assert_send(&fut);
+    }
+
+    #[test]
+    fn plan_input_layers_felix_configuration() {
+        let mut st = State::default();
+        let key = |n: &str| format!("{}{n}", prefix("felixconfigurations"));
+        st.felix.insert(
+            key("default"),
+            br#"{"apiVersion":"projectcalico.org/v3","kind":"FelixConfiguration","metadata":{"name":"default"},"spec":{"vxlanMTU":1400,"vxlanVNI":5000}}"#.to_vec(),
+        );
+        st.felix.insert(
+            key("node.n1"),
+            br#"{"apiVersion":"projectcalico.org/v3","kind":"FelixConfiguration","metadata":{"name":"node.n1"},"spec":{"vxlanMTU":1300}}"#.to_vec(),
+        );
+        st.nodes.insert(
+            format!("{}n1", prefix("nodes")),
+            br#"{"apiVersion":"projectcalico.org/v3","kind":"Node","metadata":{"name":"n1"},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24"},"ipv4VXLANTunnelAddr":"192.168.0.1","vxlanTunnelMACAddr":"66:00:00:00:00:01"}}"#.to_vec(),
+        );
+        let ov = SettingsOverrides {
+            vxlan_port: Some(4790),
+            ..Default::default()
+        };
+        let i = plan_input("n1", &st, &ov);
+        assert_eq!(i.felix.vxlan_mtu, Some(1300));
+        assert_eq!(i.felix.vxlan_vni, 5000);
+        assert_eq!(i.felix.vxlan_port, 4790);
+        let n = &i.nodes["n1"];
+        assert_eq!(n.ipv4.unwrap().to_string(), "10.0.0.1/24");
+        assert_eq!(n.vxlan_mac.unwrap().to_string(), "66:00:00:00:00:01");
     }
 }
