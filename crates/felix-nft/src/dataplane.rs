@@ -147,6 +147,26 @@ impl<N: Nft> NftDataplane<N> {
         self.applied.as_ref()
     }
 
+    /// The renderer configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Replace the renderer configuration (e.g. a live FelixConfiguration change); the next
+    /// [`apply`](Self::apply) brings the kernel to it. Changing the table name forces a full
+    /// replacement of the new table (the old one is left alone).
+    pub fn set_config(&mut self, cfg: Config) {
+        if cfg.table != self.cfg.table {
+            self.applied = None;
+        }
+        self.cfg = cfg;
+    }
+
+    /// Replace the IP pools used for natOutgoing (no kernel I/O).
+    pub fn set_ip_pools(&mut self, pools: BTreeMap<String, crate::state::PoolNat>) {
+        self.state.ip_pools = pools;
+    }
+
     /// Feed one calculation-graph message (no kernel I/O).
     pub fn on_message(&mut self, msg: &ToDataplane) -> Result<(), DataplaneError> {
         self.state.apply(msg)?;

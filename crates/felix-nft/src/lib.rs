@@ -17,4 +17,4 @@ pub mod state;
 pub use dataplane::{ApplyKind, DataplaneError, NftDataplane, TableSummary};
 pub use render::{Config, EndpointToHostAction, ProtoPort, RenderError, render};
 pub use ruleset::{ChainDef, MapDef, Ruleset, SetDef, rule_tag, tagged_rule};
-pub use state::{DesiredState, IpSet, StateError};
+pub use state::{DesiredState, IpSet, PoolNat, StateError};

@@ -220,7 +220,69 @@ pub fn render(state: &DesiredState, cfg: &Config) -> Result<Ruleset, RenderError
     render_base_chains(cfg, &mut r)?;
     render_workloads(state, cfg, &mut r);
     render_host_endpoints(state, &mut r);
+    render_nat_outgoing(state, &mut r);
     Ok(r)
+}
+
+/// Names of the natOutgoing sets (per family, suffix `4` / `6`).
+pub mod nat_sets {
+    pub const ALL_POOLS: &str = "all-ipam-pools";
+    pub const MASQ_POOLS: &str = "masq-ipam-pools";
+}
+
+/// natOutgoing (upstream's `cali-nat-outgoing`): traffic from a natOutgoing pool to a
+/// destination outside every enabled pool is masqueraded, in a `nat-POSTROUTING` chain at
+/// srcnat + 10 (after kube-proxy's). Rendered only when IP pools are known, so a table
+/// without pools is unchanged.
+fn render_nat_outgoing(state: &DesiredState, r: &mut Ruleset) {
+    if state.ip_pools.is_empty() {
+        return;
+    }
+    let enabled = || state.ip_pools.values().filter(|p| !p.disabled);
+    let mut rules_out = Vec::new();
+    for fam in Family::BOTH {
+        let in_fam = |n: &ipnet::IpNet| {
+            matches!(
+                (fam, n),
+                (Family::V4, ipnet::IpNet::V4(_)) | (Family::V6, ipnet::IpNet::V6(_))
+            )
+        };
+        let all = rules::coalesce(enabled().map(|p| p.cidr.trunc()).filter(in_fam));
+        let masq = rules::coalesce(
+            enabled()
+                .filter(|p| p.nat_outgoing)
+                .map(|p| p.cidr.trunc())
+                .filter(in_fam),
+        );
+        let d = fam.digit();
+        let decl = format!("type {}; flags interval;", fam.addr_type());
+        let all_name = format!("{}{d}", nat_sets::ALL_POOLS);
+        let masq_name = format!("{}{d}", nat_sets::MASQ_POOLS);
+        add_set(
+            r,
+            all_name.clone(),
+            decl.clone(),
+            all.iter().map(rules::net_text).collect(),
+        );
+        add_set(
+            r,
+            masq_name.clone(),
+            decl,
+            masq.iter().map(rules::net_text).collect(),
+        );
+        let kw = if fam == Family::V4 { "ip" } else { "ip6" };
+        rules_out.push(format!(
+            "{kw} saddr @{masq_name} {kw} daddr != @{all_name} masquerade {}",
+            comment("natOutgoing")
+        ));
+    }
+    r.chains.insert(
+        "nat-POSTROUTING".into(),
+        chain(
+            Some("type nat hook postrouting priority srcnat + 10; policy accept;"),
+            rules_out,
+        ),
+    );
 }
 
 fn add_set(r: &mut Ruleset, name: String, decl: String, elements: BTreeSet<String>) {
@@ -874,6 +936,96 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "failsafe icmp:1: protocol must be tcp, udp or sctp"
+        );
+    }
+}
+
+#[cfg(test)]
+mod nat_outgoing_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::state::PoolNat;
+
+    fn pool(cidr: &str, nat: bool, disabled: bool) -> PoolNat {
+        PoolNat {
+            cidr: cidr.parse().unwrap(),
+            nat_outgoing: nat,
+            disabled,
+        }
+    }
+
+    #[test]
+    fn no_pools_no_nat_chain() {
+        let r = render(&DesiredState::new(), &Config::default()).unwrap();
+        assert!(!r.chains.contains_key("nat-POSTROUTING"));
+        assert!(!r.sets.contains_key("masq-ipam-pools4"));
+    }
+
+    #[test]
+    fn nat_outgoing_golden() {
+        let mut s = DesiredState::new();
+        s.ip_pools
+            .insert("a".into(), pool("10.65.0.0/16", true, false));
+        s.ip_pools
+            .insert("b".into(), pool("10.66.0.0/16", false, false));
+        s.ip_pools
+            .insert("c".into(), pool("10.67.0.0/16", true, true));
+        s.ip_pools
+            .insert("d".into(), pool("10.65.1.0/24", true, false));
+        s.ip_pools
+            .insert("e".into(), pool("fd00:10::/64", true, false));
+        let r = render(&s, &Config::default()).unwrap();
+        let def = r.definition();
+        let lines: Vec<&str> = def
+            .lines()
+            .filter(|l| !l.contains("masquerade"))
+            .filter(|l| {
+                l.contains("ipam-pools")
+                    || l.contains("nat-POSTROUTING")
+                    || l.contains("hook postrouting")
+            })
+            .collect();
+        let tag4 = crate::ruleset::rule_tag(
+            "nat-POSTROUTING",
+            &format!(
+                "ip saddr @masq-ipam-pools4 ip daddr != @all-ipam-pools4 masquerade {}",
+                comment("natOutgoing")
+            ),
+        );
+        assert_eq!(
+            lines,
+            vec![
+                "  set all-ipam-pools4 { type ipv4_addr; flags interval; elements = { 10.65.0.0/16, 10.66.0.0/16 }; }",
+                "  set all-ipam-pools6 { type ipv6_addr; flags interval; elements = { fd00:10::/64 }; }",
+                "  set masq-ipam-pools4 { type ipv4_addr; flags interval; elements = { 10.65.0.0/16 }; }",
+                "  set masq-ipam-pools6 { type ipv6_addr; flags interval; elements = { fd00:10::/64 }; }",
+                "  chain nat-POSTROUTING {",
+                "    type nat hook postrouting priority srcnat + 10; policy accept;",
+            ],
+            "{def}"
+        );
+        assert!(def.contains(&format!(
+            "    ip saddr @masq-ipam-pools4 ip daddr != @all-ipam-pools4 masquerade comment \"{tag4}"
+        )), "{def}");
+        assert!(
+            def.contains("ip6 saddr @masq-ipam-pools6 ip6 daddr != @all-ipam-pools6 masquerade"),
+            "{def}"
+        );
+    }
+
+    #[test]
+    fn pool_change_is_incremental() {
+        let mut s = DesiredState::new();
+        s.ip_pools
+            .insert("a".into(), pool("10.65.0.0/16", true, false));
+        let old = render(&s, &Config::default()).unwrap();
+        s.ip_pools
+            .insert("b".into(), pool("10.70.0.0/16", false, false));
+        let new = render(&s, &Config::default()).unwrap();
+        let diff = new.diff_script(&old).unwrap();
+        assert_eq!(
+            diff,
+            "add element inet calico all-ipam-pools4 { 10.70.0.0/16 }\n"
         );
     }
 }

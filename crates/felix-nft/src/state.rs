@@ -31,6 +31,17 @@ pub struct DesiredState {
     pub host_endpoints: BTreeMap<HostEndpointId, HostEndpoint>,
     /// The calculation graph reported `InSync` at least once.
     pub in_sync: bool,
+    /// IP pools by name, for natOutgoing (not part of the calculation graph's messages; the
+    /// agent sets them with [`crate::NftDataplane::set_ip_pools`]).
+    pub ip_pools: BTreeMap<String, PoolNat>,
+}
+
+/// What natOutgoing needs to know about one IP pool.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PoolNat {
+    pub cidr: ipnet::IpNet,
+    pub nat_outgoing: bool,
+    pub disabled: bool,
 }
 
 impl DesiredState {
