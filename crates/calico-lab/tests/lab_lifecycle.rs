@@ -1,0 +1,129 @@
+//! A lab comes up, carries pods made by the real CNI plugin, and leaves nothing behind:
+//! after `down`, after a panicking test, and after a SIGKILLed `up` followed by `sweep`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use calico_lab::lab::{Lab, LabSpec};
+use calico_lab::names;
+
+#[test]
+fn up_pods_down_leaves_nothing() {
+    if !common::lab_available("up_pods_down_leaves_nothing") {
+        return;
+    }
+    common::build_binaries();
+    let name = names::ephemeral_lab_name();
+    let mut lab = Lab::up(&LabSpec::new(&name, 2)).expect("lab up");
+    assert_eq!(lab.state.nodes.len(), 2);
+    let a = lab.add_pod("x", "a", Some("node-1")).expect("pod x/a");
+    let b = lab.add_pod("x", "b", Some("node-2")).expect("pod x/b");
+    assert_ne!(a.ip, b.ip);
+    assert!(a.ip.starts_with("10.244."), "{a:?}");
+    // The pod's eth0 carries the address the CNI result named, with Calico's default route.
+    let out = Command::new("ip")
+        .args(["-n", &a.netns, "-4", "addr", "show", "eth0"])
+        .output()
+        .expect("ip addr");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&a.ip));
+    let out = Command::new("ip")
+        .args(["-n", &a.netns, "route"])
+        .output()
+        .expect("ip route");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("default via 169.254.1.1"));
+    // The state file lets another invocation find the pods.
+    let again = Lab::open(&name).expect("open by name");
+    assert_eq!(again.state.pods.len(), 2);
+    drop(again);
+    lab.del_pod("x/b").expect("pod del");
+    assert!(!std::path::Path::new("/run/netns").join(&b.netns).exists());
+    lab.down().expect("down");
+    common::assert_nothing_left(&name);
+}
+
+#[test]
+fn a_panicking_test_leaves_nothing() {
+    if !common::lab_available("a_panicking_test_leaves_nothing") {
+        return;
+    }
+    common::build_binaries();
+    let name = names::ephemeral_lab_name();
+    let n2 = name.clone();
+    let r = std::panic::catch_unwind(move || {
+        let mut lab = Lab::up(&LabSpec::new(&n2, 1)).expect("lab up");
+        lab.add_pod("x", "a", None).expect("pod");
+        panic!("test body fails with the lab up");
+    });
+    assert!(r.is_err());
+    common::assert_nothing_left(&name);
+}
+
+#[test]
+fn sigkilled_up_is_swept() {
+    if !common::lab_available("sigkilled_up_is_swept") {
+        return;
+    }
+    common::build_binaries();
+    let name = format!("k{:x}", std::process::id());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calico-lab"))
+        .args(["up", "--name", &name, "--nodes", "3"])
+        .spawn()
+        .expect("spawn calico-lab up");
+    // Kill it once it has started making namespaces (mid-up).
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20)
+        && calico_lab::sweep::lab_namespaces(&name).len() < 2
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let (ns, _, _) = calico_lab::sweep::leftovers(&name);
+    assert!(
+        !ns.is_empty(),
+        "the killed up left nothing to sweep; kill came too late"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_calico-lab"))
+        .arg("sweep")
+        .output()
+        .expect("calico-lab sweep");
+    assert!(
+        out.status.success(),
+        "sweep: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::assert_nothing_left(&name);
+}
+
+#[test]
+fn cli_up_status_down() {
+    if !common::lab_available("cli_up_status_down") {
+        return;
+    }
+    common::build_binaries();
+    let name = format!("c{:x}", std::process::id());
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_calico-lab"))
+            .args(args)
+            .output()
+            .expect("run calico-lab");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["up", "--name", &name, "--nodes", "1"]);
+    assert!(ok, "up: {out}{err}");
+    // A finished CLI lab persists: sweep leaves it alone.
+    let (ok, _, err) = run(&["sweep"]);
+    assert!(ok, "{err}");
+    assert!(!calico_lab::sweep::lab_namespaces(&name).is_empty());
+    let (ok, out, err) = run(&["status", "--name", &name]);
+    assert!(ok && out.contains("node-1"), "status: {out}{err}");
+    let (ok, out, err) = run(&["down", "--name", &name]);
+    assert!(ok, "down: {out}{err}");
+    common::assert_nothing_left(&name);
+}
