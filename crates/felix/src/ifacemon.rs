@@ -141,10 +141,10 @@ async fn rescan(
         }
     }
     for (index, l) in &now {
-        if known.get(index).is_none_or(|old| !same(old, l)) {
-            if tx.send(IfaceEvent::State(l.clone())).await.is_err() {
-                return Ok(false);
-            }
+        if known.get(index).is_none_or(|old| !same(old, l))
+            && tx.send(IfaceEvent::State(l.clone())).await.is_err()
+        {
+            return Ok(false);
         }
     }
     std::mem::swap(known, &mut now);

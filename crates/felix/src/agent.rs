@@ -1,0 +1,839 @@
+//! The agent's main loop (upstream `felix/daemon` + `InternalDataplane`): syncer and interface
+//! monitor in, calculation graph, nftables dataplane and endpoint manager out.
+//!
+//! Ordering guarantees:
+//! - nothing touches the kernel before the datastore *and* the interface monitor are in sync;
+//! - the first nft apply replaces our table atomically (reconciling a previous run's table
+//!   without an enforcement gap); later applies are incremental;
+//! - `applied_revision` moves to the revision of the last processed datastore event only after
+//!   the nft transaction and the endpoint pass that carry its effects succeeded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use calico_datastore::client::Client;
+use calico_datastore::{KvStore, Revision};
+use calico_linux::nft::{Nft, NftCli, NftError, TableFamily};
+use calico_linux::{Netlink, ProcSysctl, RtNetlink, Sysctl};
+use calico_model::{AnyResource, KindInfo};
+use felix_calc::msg::{ToDataplane, WorkloadEndpointId};
+use felix_calc::{CalcGraph, Update};
+use felix_nft::{NftDataplane, PoolNat};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ConfigError, FelixConfig, Layer, Merged};
+use crate::endpoints::{EndpointConfig, EndpointManager, EndpointStatus};
+use crate::ifacemon::{self, IfaceEvent};
+use crate::report::{self, EndpointReporter};
+use crate::status::{self, Health, Metrics, resync_state};
+use crate::syncer::{SyncEvent, Syncer, update_kind};
+
+/// Why the agent stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Shutdown was requested (SIGTERM/SIGINT).
+    Shutdown,
+    /// A configuration change needs a new process (listeners, address families); the
+    /// supervisor restarts Felix.
+    RestartRequired(String),
+}
+
+/// Exit status of `calico-felix` when a configuration change needs a restart.
+pub const RESTART_EXIT_CODE: i32 = 129;
+
+/// Errors that stop the agent before its main loop runs.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("datastore configuration: {0}")]
+    Datastore(#[from] calico_datastore::config::ConfigError),
+    #[error("netlink: {0}")]
+    Netlink(#[from] calico_linux::NetlinkError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{what} server on {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// An [`Nft`] that counts calls and errors (`felix_nft_calls` / `felix_nft_errors`).
+struct CountingNft {
+    inner: NftCli,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl Nft for CountingNft {
+    async fn apply(&self, script: &str) -> Result<(), NftError> {
+        self.metrics.nft_calls.inc();
+        let r = self.inner.apply(script).await;
+        if r.is_err() {
+            self.metrics.nft_errors.inc();
+        }
+        r
+    }
+    async fn list_table(
+        &self,
+        family: TableFamily,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, NftError> {
+        self.metrics.nft_calls.inc();
+        let r = self.inner.list_table(family, name).await;
+        if r.is_err() {
+            self.metrics.nft_errors.inc();
+        }
+        r
+    }
+    async fn delete_table(&self, family: TableFamily, name: &str) -> Result<bool, NftError> {
+        self.metrics.nft_calls.inc();
+        self.inner.delete_table(family, name).await
+    }
+}
+
+/// Everything the process needs to start.
+pub struct Startup {
+    pub env: BTreeMap<String, String>,
+    pub kv: Arc<dyn KvStore>,
+    /// Set by the caller when a readiness gate from outside (felix-routes) should be added.
+    pub readiness_gates: Vec<(String, watch::Receiver<bool>)>,
+}
+
+/// Reads the FelixConfiguration layers (`node.<node>`, `default`) once, retrying while the
+/// datastore is unreachable.
+async fn initial_layers(
+    client: &Client,
+    node: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(Option<Layer>, Option<Layer>)> {
+    let Some(kind) = KindInfo::lookup("FelixConfiguration") else {
+        return Some((None, None));
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let mut out = Vec::new();
+        let mut failed = None;
+        for name in [format!("node.{node}"), "default".to_string()] {
+            match client.get(kind, "", &name).await {
+                Ok(res) => out.push(spec_layer(&name, &res)),
+                Err(e) if e.is_not_found() => out.push(None),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => {
+                let global = out.pop().flatten();
+                let node_layer = out.pop().flatten();
+                return Some((node_layer, global));
+            }
+            Some(e) => warn!(error = %e, "reading FelixConfiguration failed; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn spec_layer(name: &str, res: &AnyResource) -> Option<Layer> {
+    match res {
+        AnyResource::FelixConfiguration(r) => Some(Layer::from_spec(name, &r.spec)),
+        _ => None,
+    }
+}
+
+fn merged(env: &Layer, node: &Option<Layer>, global: &Option<Layer>) -> Merged {
+    let mut layers: Vec<&Layer> = vec![env];
+    layers.extend(node.iter());
+    layers.extend(global.iter());
+    Merged::new(&layers)
+}
+
+fn endpoint_config(cfg: &FelixConfig) -> EndpointConfig {
+    EndpointConfig {
+        device_route_protocol: cfg.device_route_protocol,
+        remove_external_routes: cfg.remove_external_routes,
+        ipv6: cfg.ipv6_support,
+        status_dir: (!cfg.endpoint_status_path_prefix.as_os_str().is_empty())
+            .then(|| cfg.endpoint_status_path_prefix.join("endpoint-status")),
+        workload_prefixes: cfg.interface_prefixes.clone(),
+    }
+}
+
+fn ticker(period: Duration) -> Option<tokio::time::Interval> {
+    (!period.is_zero()).then(|| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    })
+}
+
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs Felix until shutdown or a restart-requiring configuration change.
+pub async fn run(start: Startup, mut shutdown: watch::Receiver<bool>) -> Result<Exit, AgentError> {
+    let node = crate::config::node_name(&start.env);
+    let env_layer = Layer::from_env(&start.env);
+    // Validate the environment alone first, so a typo fails fast and names its variable.
+    FelixConfig::from_merged(&node, &Merged::new(&[&env_layer]))?;
+    let client = Client::new(Arc::clone(&start.kv));
+    let Some((node_layer, global_layer)) = initial_layers(&client, &node, &mut shutdown).await
+    else {
+        return Ok(Exit::Shutdown);
+    };
+    let m = merged(&env_layer, &node_layer, &global_layer);
+    let cfg = FelixConfig::from_merged(&node, &m)?;
+    info!(node = %node, ?cfg, "felix starting");
+
+    let health = Health::new();
+    for (name, rx) in start.readiness_gates {
+        health.add_readiness_gate(&name, rx);
+    }
+    let metrics = Metrics::new(&node)?;
+    metrics.resync_state.set(resync_state::WAIT_FOR_DATASTORE);
+    let mut servers = Vec::new();
+    if cfg.health_enabled {
+        let addr = status::resolve(&cfg.health_host, cfg.health_port)
+            .await
+            .map_err(|source| AgentError::Listen {
+                what: "health",
+                addr: format!("{}:{}", cfg.health_host, cfg.health_port),
+                source,
+            })?;
+        servers.push(
+            status::serve(
+                "health",
+                addr,
+                status::health_router(Arc::clone(&health)),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| AgentError::Listen {
+                what: "health",
+                addr: addr.to_string(),
+                source,
+            })?,
+        );
+    }
+    if cfg.prometheus_metrics_enabled {
+        let addr = status::resolve(&cfg.prometheus_metrics_host, cfg.prometheus_metrics_port)
+            .await
+            .map_err(|source| AgentError::Listen {
+                what: "metrics",
+                addr: format!(
+                    "{}:{}",
+                    cfg.prometheus_metrics_host, cfg.prometheus_metrics_port
+                ),
+                source,
+            })?;
+        servers.push(
+            status::serve(
+                "metrics",
+                addr,
+                status::metrics_router(Arc::clone(&metrics)),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| AgentError::Listen {
+                what: "metrics",
+                addr: addr.to_string(),
+                source,
+            })?,
+        );
+    }
+
+    let netlink: Arc<dyn Netlink> = Arc::new(RtNetlink::connect()?);
+    let sysctl: Arc<dyn Sysctl> = Arc::new(ProcSysctl::new());
+
+    // Inner shutdown for our own tasks, so a restart exit stops them too.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (sync_tx, sync_rx) = mpsc::channel(1024);
+    tokio::spawn(Syncer::new(Arc::clone(&start.kv), sync_tx).run(stop_rx.clone()));
+    let (if_tx, if_rx) = mpsc::channel(1024);
+    tokio::spawn(ifacemon::run(
+        Arc::clone(&netlink),
+        cfg.interface_refresh_interval,
+        if_tx,
+        stop_rx.clone(),
+    ));
+    let (cfg_tx, cfg_rx) = watch::channel(cfg.clone());
+    let (ep_tx, ep_rx) = watch::channel(BTreeMap::new());
+    tokio::spawn(reporter(
+        Arc::clone(&start.kv),
+        Arc::clone(&health),
+        cfg_rx,
+        ep_rx,
+        stop_rx.clone(),
+    ));
+
+    let nft = CountingNft {
+        inner: NftCli::new(),
+        metrics: Arc::clone(&metrics),
+    };
+    let mut agent = Agent {
+        restart_key: m.restart_key(),
+        env_layer,
+        node_layer,
+        global_layer,
+        node: node.clone(),
+        nft: NftDataplane::new(nft, cfg.nft_config()),
+        eps: EndpointManager::new(netlink, Arc::clone(&sysctl), endpoint_config(&cfg)),
+        sysctl,
+        graph: CalcGraph::new(node),
+        cfg,
+        cfg_tx,
+        ep_tx,
+        health: Arc::clone(&health),
+        metrics,
+        pools: BTreeMap::new(),
+        cluster: BTreeMap::new(),
+        pending_rev: 0,
+        ds_in_sync: false,
+        if_in_sync: false,
+        graph_dirty: false,
+        nft_dirty: true,
+        eps_dirty: true,
+        nft_resync_due: false,
+        applied_once: false,
+        retry_at: None,
+        retry_delay: Duration::from_millis(100),
+        grace_at: None,
+        started: Instant::now(),
+        restart: None,
+        active_policies: BTreeSet::new(),
+        active_sets: BTreeSet::new(),
+    };
+    let exit = agent.main_loop(sync_rx, if_rx, &mut shutdown).await;
+    let _ = stop_tx.send(true);
+    for s in servers {
+        s.abort();
+    }
+    Ok(exit)
+}
+
+struct Agent {
+    node: String,
+    env_layer: Layer,
+    node_layer: Option<Layer>,
+    global_layer: Option<Layer>,
+    restart_key: Vec<(String, String)>,
+    cfg: FelixConfig,
+    cfg_tx: watch::Sender<FelixConfig>,
+    ep_tx: watch::Sender<BTreeMap<WorkloadEndpointId, EndpointStatus>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    graph: CalcGraph,
+    nft: NftDataplane<CountingNft>,
+    eps: EndpointManager,
+    sysctl: Arc<dyn Sysctl>,
+    pools: BTreeMap<String, PoolNat>,
+    /// Cluster-wide resource identities by kind (for the `felix_cluster_*` gauges).
+    cluster: BTreeMap<&'static str, BTreeSet<(String, String)>>,
+    pending_rev: Revision,
+    ds_in_sync: bool,
+    if_in_sync: bool,
+    graph_dirty: bool,
+    nft_dirty: bool,
+    eps_dirty: bool,
+    nft_resync_due: bool,
+    applied_once: bool,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    grace_at: Option<Instant>,
+    started: Instant,
+    restart: Option<String>,
+    active_policies: BTreeSet<felix_calc::msg::PolicyId>,
+    active_sets: BTreeSet<String>,
+}
+
+const MAX_BATCH: usize = 1000;
+
+impl Agent {
+    async fn main_loop(
+        &mut self,
+        mut sync_rx: mpsc::Receiver<SyncEvent>,
+        mut if_rx: mpsc::Receiver<IfaceEvent>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Exit {
+        let mut nft_tick = ticker(self.cfg.nft_refresh_interval);
+        let mut route_tick = ticker(self.cfg.route_refresh_interval);
+        let mut beat = tokio::time::interval(Duration::from_secs(5));
+        let mut intervals = (
+            self.cfg.nft_refresh_interval,
+            self.cfg.route_refresh_interval,
+        );
+        loop {
+            self.health.beat();
+            let deadline = [self.retry_at, self.grace_at].into_iter().flatten().min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    info!("shutting down; the dataplane stays programmed");
+                    return Exit::Shutdown;
+                }
+                ev = sync_rx.recv() => {
+                    let Some(ev) = ev else {
+                        error!("datastore syncer stopped");
+                        return Exit::RestartRequired("datastore syncer stopped".into());
+                    };
+                    self.on_sync(ev);
+                    for _ in 0..MAX_BATCH {
+                        match sync_rx.try_recv() {
+                            Ok(ev) => self.on_sync(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                ev = if_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.on_iface(ev);
+                        for _ in 0..MAX_BATCH {
+                            match if_rx.try_recv() {
+                                Ok(ev) => self.on_iface(ev),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                () = tick(&mut nft_tick) => self.nft_resync_due = true,
+                () = tick(&mut route_tick) => self.eps_dirty = true,
+                () = sleep => {
+                    let now = Instant::now();
+                    if self.grace_at.is_some_and(|g| g <= now) {
+                        self.grace_at = None;
+                        self.eps_dirty = true;
+                    }
+                    if self.retry_at.is_some_and(|r| r <= now) {
+                        self.retry_at = None;
+                    }
+                }
+                _ = beat.tick() => {}
+            }
+            if let Some(why) = self.restart.take() {
+                return Exit::RestartRequired(why);
+            }
+            let now_intervals = (
+                self.cfg.nft_refresh_interval,
+                self.cfg.route_refresh_interval,
+            );
+            if now_intervals != intervals {
+                intervals = now_intervals;
+                nft_tick = ticker(intervals.0);
+                route_tick = ticker(intervals.1);
+            }
+            self.maybe_apply().await;
+        }
+    }
+
+    fn count(&mut self, update: &Update) {
+        let (kind, id, present) = match update {
+            Update::Upsert(r) => {
+                let m = r.metadata();
+                (r.kind(), (m.namespace.clone(), m.name.clone()), true)
+            }
+            Update::Delete(id) => {
+                let Some(k) = calico_model::KINDS.iter().find(|k| k.kind == id.kind) else {
+                    return;
+                };
+                (k.kind, (id.namespace.clone(), id.name.clone()), false)
+            }
+            Update::InSync => return,
+        };
+        let set = self.cluster.entry(kind).or_default();
+        if present {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
+        let n = |s: &BTreeMap<&'static str, BTreeSet<(String, String)>>, k: &str| {
+            i64::try_from(s.get(k).map_or(0, BTreeSet::len)).unwrap_or(i64::MAX)
+        };
+        let m = &self.metrics;
+        m.cluster_num_workload_endpoints
+            .set(n(&self.cluster, "WorkloadEndpoint"));
+        m.cluster_num_host_endpoints
+            .set(n(&self.cluster, "HostEndpoint"));
+        m.cluster_num_policies
+            .set(n(&self.cluster, "NetworkPolicy") + n(&self.cluster, "GlobalNetworkPolicy"));
+        m.cluster_num_profiles.set(n(&self.cluster, "Profile"));
+        m.cluster_num_tiers.set(n(&self.cluster, "Tier"));
+    }
+
+    fn on_sync(&mut self, ev: SyncEvent) {
+        match ev {
+            SyncEvent::Update { update, revision } => {
+                self.pending_rev = self.pending_rev.max(revision);
+                self.count(&update);
+                let kind = update_kind(&update).to_string();
+                match kind.as_str() {
+                    "FelixConfiguration" => self.on_felix_config(&update),
+                    "IPPool" => self.on_pool(&update),
+                    _ => {}
+                }
+                let t = Instant::now();
+                if let Err(e) = self.graph.apply(update) {
+                    warn!(error = %e, "resource treated as deleted");
+                }
+                self.metrics
+                    .calc_update_time
+                    .observe(t.elapsed().as_secs_f64());
+                self.graph_dirty = true;
+            }
+            SyncEvent::InSync { revision } => {
+                self.pending_rev = self.pending_rev.max(revision);
+                if !self.ds_in_sync {
+                    self.ds_in_sync = true;
+                    if let Err(e) = self.graph.apply(Update::InSync) {
+                        warn!(error = %e, "in-sync marker");
+                    }
+                    self.health.set_datastore_in_sync(true);
+                    self.metrics.resync_state.set(resync_state::IN_SYNC);
+                    info!(revision, "datastore in sync");
+                }
+                self.graph_dirty = true;
+            }
+            SyncEvent::Progress { revision } => {
+                self.pending_rev = self.pending_rev.max(revision);
+                self.graph_dirty = true;
+            }
+            SyncEvent::Connection(ok) => {
+                self.health.set_datastore_ok(ok);
+                if !ok && self.ds_in_sync {
+                    self.metrics
+                        .resync_state
+                        .set(resync_state::RESYNC_IN_PROGRESS);
+                } else if ok && self.ds_in_sync {
+                    self.metrics.resync_state.set(resync_state::IN_SYNC);
+                }
+            }
+        }
+    }
+
+    fn on_iface(&mut self, ev: IfaceEvent) {
+        match ev {
+            IfaceEvent::State(l) => {
+                debug!(iface = %l.name, up = l.is_up(), "interface state");
+                self.eps.link_state(l);
+            }
+            IfaceEvent::Removed(l) => {
+                debug!(iface = %l.name, "interface removed");
+                self.eps.link_removed(&l);
+            }
+            IfaceEvent::InSync => {
+                self.if_in_sync = true;
+                self.health.set_ifaces_in_sync(true);
+                info!("interface monitor in sync");
+            }
+        }
+        self.eps_dirty = true;
+    }
+
+    fn on_pool(&mut self, update: &Update) {
+        match update {
+            Update::Upsert(r) => {
+                if let AnyResource::IPPool(p) = &**r {
+                    match p.spec.cidr.parse::<ipnet::IpNet>() {
+                        Ok(cidr) => {
+                            self.pools.insert(
+                                p.metadata.name.clone(),
+                                PoolNat {
+                                    cidr,
+                                    nat_outgoing: p.spec.nat_outgoing,
+                                    disabled: p.spec.disabled,
+                                },
+                            );
+                        }
+                        Err(_) => {
+                            warn!(pool = %p.metadata.name, cidr = %p.spec.cidr, "IP pool with an invalid CIDR ignored");
+                            self.pools.remove(&p.metadata.name);
+                        }
+                    }
+                }
+            }
+            Update::Delete(id) => {
+                self.pools.remove(&id.name);
+            }
+            Update::InSync => return,
+        }
+        self.nft.set_ip_pools(self.pools.clone());
+        self.nft_dirty = true;
+    }
+
+    fn on_felix_config(&mut self, update: &Update) {
+        let (name, layer) = match update {
+            Update::Upsert(r) => (r.metadata().name.clone(), spec_layer(&r.metadata().name, r)),
+            Update::Delete(id) => (id.name.clone(), None),
+            Update::InSync => return,
+        };
+        if name == "default" {
+            self.global_layer = layer;
+        } else if name == format!("node.{}", self.node) {
+            self.node_layer = layer;
+        } else {
+            return;
+        }
+        let m = merged(&self.env_layer, &self.node_layer, &self.global_layer);
+        if m.restart_key() != self.restart_key {
+            let changed: Vec<String> = m
+                .restart_key()
+                .iter()
+                .zip(&self.restart_key)
+                .filter(|(a, b)| a != b)
+                .map(|(a, _)| a.0.clone())
+                .collect();
+            self.restart = Some(format!(
+                "FelixConfiguration change needs a restart (fields: {})",
+                changed.join(", ")
+            ));
+            return;
+        }
+        match FelixConfig::from_merged(&self.node, &m) {
+            Ok(cfg) if cfg != self.cfg => {
+                info!(config = %name, "applying configuration change live");
+                self.nft.set_config(cfg.nft_config());
+                self.eps.set_config(endpoint_config(&cfg));
+                self.cfg = cfg.clone();
+                let _ = self.cfg_tx.send(cfg);
+                self.nft_dirty = true;
+                self.eps_dirty = true;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "configuration change rejected; keeping the previous one"),
+        }
+    }
+
+    fn flush_graph(&mut self) {
+        let msgs = self.graph.flush();
+        self.graph_dirty = false;
+        if msgs.is_empty() {
+            return;
+        }
+        for msg in &msgs {
+            let kind = match msg {
+                ToDataplane::InSync => "InSync",
+                ToDataplane::IpSetUpdate(u) => {
+                    self.active_sets.insert(u.id.clone());
+                    "IPSetUpdate"
+                }
+                ToDataplane::IpSetDeltaUpdate(_) => "IPSetDeltaUpdate",
+                ToDataplane::IpSetRemove(r) => {
+                    self.active_sets.remove(&r.id);
+                    "IPSetRemove"
+                }
+                ToDataplane::ActivePolicyUpdate(u) => {
+                    self.active_policies.insert(u.id.clone());
+                    "ActivePolicyUpdate"
+                }
+                ToDataplane::ActivePolicyRemove(r) => {
+                    self.active_policies.remove(&r.id);
+                    "ActivePolicyRemove"
+                }
+                ToDataplane::ActiveProfileUpdate(_) => "ActiveProfileUpdate",
+                ToDataplane::ActiveProfileRemove(_) => "ActiveProfileRemove",
+                ToDataplane::WorkloadEndpointUpdate(u) => {
+                    self.eps.upsert_endpoint(u.id.clone(), u.endpoint.clone());
+                    self.eps_dirty = true;
+                    "WorkloadEndpointUpdate"
+                }
+                ToDataplane::WorkloadEndpointRemove(r) => {
+                    self.eps.remove_endpoint(&r.id);
+                    self.eps_dirty = true;
+                    "WorkloadEndpointRemove"
+                }
+                ToDataplane::HostEndpointUpdate(_) => "HostEndpointUpdate",
+                ToDataplane::HostEndpointRemove(_) => "HostEndpointRemove",
+            };
+            self.metrics
+                .dataplane_messages
+                .with_label_values(&[kind])
+                .inc();
+            if let Err(e) = self.nft.on_message(msg) {
+                warn!(error = %e, "dataplane message");
+            }
+        }
+        let len = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.active_local_endpoints.set(len(
+            self.eps.num_endpoints() + self.nft.state().host_endpoints.len()
+        ));
+        self.metrics
+            .active_local_policies
+            .set(len(self.active_policies.len()));
+        self.metrics
+            .active_local_selectors
+            .set(len(self.active_sets.len()));
+        self.nft_dirty = true;
+    }
+
+    fn global_sysctls(&self) {
+        if !self.cfg.ip_forwarding {
+            return;
+        }
+        if let Err(e) = self.sysctl.set("net.ipv4.ip_forward", "1") {
+            warn!(error = %e, "enabling IPv4 forwarding failed");
+        }
+        if self.cfg.ipv6_support
+            && let Err(e) = self.sysctl.set("net.ipv6.conf.all.forwarding", "1")
+        {
+            debug!(error = %e, "enabling IPv6 forwarding failed");
+        }
+    }
+
+    fn failed(&mut self, what: &str, err: &dyn std::fmt::Display) {
+        error!(error = %err, "{what} failed; will retry");
+        self.metrics.dataplane_failures.inc();
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(10));
+    }
+
+    async fn maybe_apply(&mut self) {
+        if !(self.ds_in_sync && self.if_in_sync) {
+            return;
+        }
+        if self.graph_dirty {
+            self.flush_graph();
+        }
+        if self.retry_at.is_some() {
+            return;
+        }
+        let rev = self.pending_rev;
+        let needs_work =
+            self.nft_dirty || self.eps_dirty || self.nft_resync_due || !self.applied_once;
+        if !needs_work {
+            if rev > self.health.applied_revision() {
+                self.health.set_applied_revision(rev);
+            }
+            return;
+        }
+        let t0 = Instant::now();
+        if !self.applied_once {
+            self.global_sysctls();
+        }
+        let nft_result = if self.nft_resync_due {
+            self.nft.resync().await.map(|drift| {
+                if drift {
+                    warn!("repaired out-of-band changes to the nft table");
+                }
+            })
+        } else if self.nft_dirty || !self.applied_once {
+            self.nft.apply().await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = nft_result {
+            self.failed("nft apply", &e);
+            return;
+        }
+        self.nft_resync_due = false;
+        self.nft_dirty = false;
+
+        let (report, errors) = self.eps.apply(Instant::now()).await;
+        self.grace_at = report.next_deadline;
+        self.metrics
+            .route_table_num_routes
+            .with_label_values(&["main"])
+            .set(i64::try_from(report.num_routes).unwrap_or(i64::MAX));
+        let status_errors = self.eps.write_status_files();
+        for e in &status_errors {
+            warn!(error = %e, "endpoint status file");
+        }
+        let _ = self.ep_tx.send(self.eps.statuses());
+        if let Some(first) = errors.first() {
+            for e in &errors[1..] {
+                warn!(error = %e, "endpoint programming");
+            }
+            self.failed("endpoint programming", first);
+            return;
+        }
+        self.eps_dirty = false;
+        self.retry_delay = Duration::from_millis(100);
+        self.health.set_applied_revision(rev);
+        let took = t0.elapsed();
+        if self.applied_once {
+            self.metrics.apply_time.observe(took.as_secs_f64());
+        } else {
+            self.applied_once = true;
+            self.health.set_first_apply_done();
+            let total = self.started.elapsed();
+            self.metrics.initial_resync_time.set(total.as_secs_f64());
+            info!(
+                revision = rev,
+                took_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
+                "dataplane in sync"
+            );
+        }
+        debug!(
+            revision = rev,
+            took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            "dataplane applied"
+        );
+    }
+}
+
+/// The status heartbeat and per-endpoint status reporting.
+async fn reporter(
+    kv: Arc<dyn KvStore>,
+    health: Arc<Health>,
+    mut cfg_rx: watch::Receiver<FelixConfig>,
+    mut ep_rx: watch::Receiver<BTreeMap<WorkloadEndpointId, EndpointStatus>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut first = true;
+    let mut next_status = tokio::time::Instant::now();
+    let mut eps = EndpointReporter::default();
+    let mut ep_reporting_was_on = false;
+    loop {
+        let cfg = cfg_rx.borrow().clone();
+        let region = cfg.region();
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = cfg_rx.changed() => {}
+            () = tokio::time::sleep_until(next_status) => {
+                if cfg.reporting_interval.is_zero() {
+                    next_status = tokio::time::Instant::now() + Duration::from_secs(3600);
+                    continue;
+                }
+                match report::write_status(&kv, &region, &cfg.node_name, health.uptime(), first, cfg.reporting_ttl).await {
+                    Ok(()) => first = false,
+                    Err(e) => warn!(error = %e, "status report failed"),
+                }
+                next_status = tokio::time::Instant::now() + cfg.reporting_interval;
+            }
+            r = ep_rx.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                if cfg.endpoint_reporting_enabled {
+                    tokio::time::sleep(cfg.endpoint_reporting_delay).await;
+                    let statuses = ep_rx.borrow_and_update().clone();
+                    eps.sync(&kv, &region, &cfg.node_name, &statuses).await;
+                    ep_reporting_was_on = true;
+                } else if ep_reporting_was_on {
+                    eps.clear(&kv, &region, &cfg.node_name).await;
+                    ep_reporting_was_on = false;
+                }
+            }
+        }
+    }
+}
