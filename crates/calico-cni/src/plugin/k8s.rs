@@ -46,7 +46,10 @@ pub(super) async fn apply_stored_pod(
         .map_err(|e| CniError::plugin(format!("pod at {key}: cannot decode"), e.to_string()))?;
     let K8sResource::Pod(pod) = obj.resource else {
         return Err(CniError::plugin(
-            format!("{key}: stored object is a {}, not a Pod", obj.resource.kind()),
+            format!(
+                "{key}: stored object is a {}, not a Pod",
+                obj.resource.kind()
+            ),
             "",
         ));
     };
