@@ -56,6 +56,9 @@ pub enum Command {
     /// IP address management: show, check, release, configure.
     #[command(subcommand)]
     Ipam(crate::ipam::IpamCommand),
+    /// Calico node management: status.
+    #[command(subcommand)]
+    Node(crate::node::NodeCommand),
     /// Evaluate or canonicalise a selector expression.
     #[command(subcommand)]
     Selector(SelectorCommand),

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod input;
 pub mod ipam;
 pub mod k8s;
+pub mod node;
 pub mod output;
 pub mod patch;
 
@@ -101,6 +102,9 @@ async fn dispatch(cli: Cli, env: BTreeMap<String, String>) -> anyhow::Result<i32
         Command::Validate(a) => validate_command(&a.filename, a.recursive, a.skip_empty),
         Command::Version(a) => version_command(&ctx, a.client).await,
         Command::Ipam(c) => ipam::run(&ctx.client().await?, c).await,
+        Command::Node(node::NodeCommand::Status(a)) => {
+            node::status(&a, ctx.env.get("CALICO_RUN_DIR").map(String::as_str))
+        }
         Command::Selector(s) => selector_command(s),
         Command::Bench(BenchCommand::Generate { count, out }) => {
             std::fs::write(&out, bench_policies(count, 0))
