@@ -1,0 +1,265 @@
+//! Real calico-node + BIRD in namespace clusters (see `common`). Needs root, `bird`/`birdc`
+//! (and `/usr/lib/frr/bgpd` for the ToR test); prints SKIP otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use calico_linux::testlab::{self, binary_in_path};
+use common::{Cluster, calicoctl_bin, wait_for, wait_full_mesh, wait_until};
+use serde_json::json;
+
+fn lab(test: &str) -> bool {
+    if !testlab::lab_available(test) {
+        return false;
+    }
+    if !binary_in_path("bird") || !binary_in_path("birdc") {
+        eprintln!("SKIP {test}: bird/birdc not installed");
+        return false;
+    }
+    true
+}
+
+fn blocks(c: &Cluster) -> Vec<String> {
+    (0..c.nodes.len())
+        .map(|i| c.allocate_block(i, &format!("lab-{i}")))
+        .collect()
+}
+
+#[test]
+fn full_mesh_three_nodes_with_faults() {
+    if !lab("full_mesh_three_nodes_with_faults") {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    c.start_all(&[]);
+    c.wait_started(Duration::from_secs(20));
+    let blocks = blocks(&c);
+    let t = wait_full_mesh(&c, &blocks, Duration::from_secs(30));
+    eprintln!("3-node mesh: every block routed everywhere {t:?} after allocation");
+
+    // Startup wrote the Node (autodetected address), the default pool and the defaults.
+    let node1 =
+        c.rt.block_on(calico_node::startup::get_node(&c.client, "node-1"))
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        node1.spec.bgp.as_ref().unwrap().ipv4_address,
+        "10.99.0.1/24"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.nodes[0].run_dir.join("nodename")).unwrap(),
+        "node-1"
+    );
+
+    // Every session Established, and `calicoctl node status` says so.
+    wait_for("sessions established", Duration::from_secs(20), || {
+        (0..3).all(|i| c.established(i).len() == 2).then_some(())
+    });
+    match calicoctl_bin() {
+        Some(bin) => {
+            let out = std::process::Command::new(bin)
+                .args(["node", "status", "--run-dir"])
+                .arg(&c.nodes[0].run_dir)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.contains("Calico process is running."), "{text}");
+            for peer in ["10.99.0.2", "10.99.0.3"] {
+                let row = text.lines().find(|l| l.contains(peer)).unwrap_or_default();
+                assert!(
+                    row.contains("node-to-node mesh") && row.contains("Established"),
+                    "{text}"
+                );
+            }
+            eprintln!("{text}");
+        }
+        None => eprintln!(
+            "SKIP part of full_mesh_three_nodes_with_faults: calicoctl binary not built \
+             (cargo build -p calicoctl); node status not checked"
+        ),
+    }
+
+    // Fault: kill node-2's BIRD. calico-node restarts it and its routes come back.
+    let old = c.bird_pid(1).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for (j, b) in blocks.iter().enumerate().filter(|(j, _)| *j != 1) {
+        let _ = c.nodes[1]
+            .ns
+            .ip(&["route", "del", b, "via", &c.nodes[j].ip]);
+    }
+    let (new, t) = wait_for("bird restarted", Duration::from_secs(10), || {
+        c.bird_pid(1).filter(|p| *p != old)
+    });
+    eprintln!("bird restarted as {new} after {t:?}");
+    let t = wait_full_mesh(&c, &blocks, Duration::from_secs(30));
+    eprintln!("routes back {t:?} after restart");
+
+    // Stop node-3: its block is withdrawn from the others.
+    c.stop(2);
+    let (_, t) = wait_for("node-3 routes withdrawn", Duration::from_secs(15), || {
+        (!c.has_route(0, &blocks[2], "10.99.0.3") && !c.has_route(1, &blocks[2], "10.99.0.3"))
+            .then_some(())
+    });
+    eprintln!("node-3 stopped: its block withdrawn after {t:?}");
+    // The rest of the mesh stays.
+    assert!(c.has_route(0, &blocks[1], "10.99.0.2"), "{}", c.routes(0));
+}
+
+#[test]
+fn route_reflectors_one_and_two() {
+    if !lab("route_reflectors_one_and_two") {
+        return;
+    }
+    for rrs in [1usize, 2] {
+        let mut c = Cluster::new(4);
+        c.start_all(&[]);
+        c.wait_started(Duration::from_secs(20));
+        c.apply_json(json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"nodeToNodeMeshEnabled": false}
+        }));
+        for i in 0..rrs {
+            c.modify_node(i, |v| {
+                v["metadata"]["labels"] = json!({"route-reflector": "true"});
+                v["spec"]["bgp"]["routeReflectorClusterID"] = json!("224.0.0.1");
+            });
+        }
+        c.apply_json(json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "BGPPeer",
+            "metadata": {"name": "peer-with-rr"},
+            "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"}
+        }));
+        let blocks = blocks(&c);
+        let t = wait_full_mesh(&c, &blocks, Duration::from_secs(40));
+        eprintln!("{rrs} route reflector(s), 4 nodes: full route mesh after {t:?}");
+        // Clients peer with the reflectors only.
+        let sessions = c.established(3);
+        assert_eq!(sessions.len(), rrs, "node-4 sessions: {sessions:?}");
+        assert!(
+            sessions.iter().all(|s| s.starts_with("Node_10_99_0_")),
+            "{sessions:?}"
+        );
+    }
+}
+
+fn frr_available() -> bool {
+    std::path::Path::new("/usr/lib/frr/bgpd").exists()
+        && std::path::Path::new("/usr/lib/frr/zebra").exists()
+}
+
+#[test]
+fn frr_tor_learns_blocks_and_bgppeer_delete_drops_session() {
+    if !lab("frr_tor_learns_blocks_and_bgppeer_delete_drops_session") {
+        return;
+    }
+    if !frr_available() {
+        eprintln!("SKIP frr_tor_learns_blocks_and_bgppeer_delete_drops_session: FRR not installed");
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let tor = c.attach("tor", "10.99.0.254/24");
+    let d = c.dir.path().join("frr");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut conf = String::from(
+        "hostname tor\nrouter bgp 65000\n bgp router-id 10.99.0.254\n no bgp ebgp-requires-policy\n no bgp network import-check\n",
+    );
+    for n in &c.nodes {
+        conf.push_str(&format!(
+            " neighbor {ip} remote-as 64512\n neighbor {ip} timers connect 1\n",
+            ip = n.ip
+        ));
+    }
+    std::fs::write(d.join("bgpd.conf"), conf).unwrap();
+    std::fs::write(d.join("zebra.conf"), "hostname tor\n").unwrap();
+    // FRR runs as user frr: its directory must be writable by it.
+    let _ = std::process::Command::new("chown")
+        .args(["-R", "frr:frr"])
+        .arg(&d)
+        .status();
+    let _ = std::process::Command::new("chmod")
+        .args(["755"])
+        .arg(c.dir.path())
+        .status();
+    let ds = d.display().to_string();
+    for daemon in ["zebra", "bgpd"] {
+        tor.spawn(&[
+            &format!("/usr/lib/frr/{daemon}"),
+            "-f",
+            &format!("{ds}/{daemon}.conf"),
+            "-i",
+            &format!("{ds}/{daemon}.pid"),
+            "-z",
+            &format!("{ds}/zserv.api"),
+            "--vty_socket",
+            &ds,
+            "-P",
+            "0",
+            "--log",
+            &format!("file:{ds}/{daemon}.log"),
+        ])
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.start_all(&[]);
+    c.wait_started(Duration::from_secs(20));
+    c.apply_json(json!({
+        "apiVersion": "projectcalico.org/v3", "kind": "BGPPeer",
+        "metadata": {"name": "tor"},
+        "spec": {"peerIP": "10.99.0.254", "asNumber": 65000}
+    }));
+    let blocks = blocks(&c);
+    let (_, t) = wait_for("ToR learns every block", Duration::from_secs(40), || {
+        let r = tor.ip(&["-4", "route"]).unwrap_or_default();
+        c.nodes
+            .iter()
+            .zip(&blocks)
+            .all(|(n, b)| {
+                r.lines().any(|l| {
+                    l.starts_with(&format!("{b} ")) && l.contains(&format!("via {}", n.ip))
+                })
+            })
+            .then_some(())
+    });
+    eprintln!("FRR ToR learned all 3 blocks after {t:?}");
+    let vtysh = |cmd: &str| {
+        String::from_utf8_lossy(
+            &tor.exec(&["vtysh", "--vty_socket", &ds, "-c", cmd])
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    let established =
+        |ip: &str| vtysh(&format!("show bgp neighbor {ip}")).contains("BGP state = Established");
+    assert!(established("10.99.0.1"), "{}", vtysh("show bgp summary"));
+    let global = c.established(0);
+    assert!(
+        global.contains(&"Global_10_99_0_254".to_string()),
+        "{global:?}"
+    );
+
+    // Deleting the BGPPeer drops the session within seconds.
+    let t0 = std::time::Instant::now();
+    c.delete("BGPPeer", "tor");
+    let ok = wait_until(Duration::from_secs(10), || {
+        !c.nodes.iter().any(|n| established(&n.ip))
+    });
+    assert!(ok, "sessions still up:\n{}", vtysh("show bgp summary"));
+    eprintln!(
+        "BGPPeer deleted: ToR sessions down after {:?}",
+        t0.elapsed()
+    );
+}
