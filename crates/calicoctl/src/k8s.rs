@@ -240,8 +240,42 @@ async fn update_pod_endpoints(
 }
 
 /// Deletes one object: its stored record and its translation. Not found only when neither
-/// existed.
+/// existed. Deleting a Namespace also deletes the ServiceAccounts, Pods and NetworkPolicies
+/// stored in it (with their translations), as the Kubernetes namespace controller does;
+/// WorkloadEndpoints stay for CNI DEL.
 pub async fn delete(client: &Client, obj: &K8sObject) -> Result<(), OpError> {
+    delete_one(client, obj).await?;
+    if let K8sResource::Namespace(_) = obj.resource {
+        for kind in ["ServiceAccount", "Pod", "NetworkPolicy"] {
+            let Some(prefix) = calico_k8s::store::list_prefix(kind, Some(obj.name())) else {
+                continue;
+            };
+            let listed = client
+                .kv()
+                .list(&prefix)
+                .await
+                .map_err(|e| kv_err(&obj.id(), e))?;
+            for kv in listed.kvs {
+                let member = match K8sObject::from_stored(&kv.key, &kv.value) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Unreadable: remove the record itself.
+                        tracing::warn!(key = %kv.key, error = %e, "deleting undecodable object");
+                        let _ = client.kv().delete(&kv.key, None).await;
+                        continue;
+                    }
+                };
+                match delete_one(client, &member).await {
+                    Ok(()) | Err(OpError::NotFound(_)) => {}
+                    Err(e) => return Err(OpError::Failed(format!("{}: {e}", obj.id()))),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_one(client: &Client, obj: &K8sObject) -> Result<(), OpError> {
     let id = obj.id();
     let mut found = false;
     match client.kv().delete(&obj.key(), None).await {

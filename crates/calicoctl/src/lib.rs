@@ -513,6 +513,9 @@ async fn delete_command(ctx: &Ctx, a: cli::DeleteArgs) -> anyhow::Result<i32> {
             Err(e) => errs.push((i, e.to_string())),
         }
     }
+    // Namespaces last: deleting one deletes what is stored in it, which the same input may
+    // name too.
+    k8s_todo.sort_by_key(|(_, o)| !o.namespaced());
     for (i, o) in k8s_todo {
         match k8s::delete(&client, &o).await {
             Ok(()) => handled += 1,

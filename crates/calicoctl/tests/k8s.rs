@@ -295,6 +295,39 @@ spec:
     );
     let o = e.run(&["delete", "-s", "-f", "-"], text);
     assert_eq!(o.code, 0, "{}", o.stderr);
+
+    // Deleting a Namespace deletes what is stored in it, as Kubernetes does; other namespaces'
+    // objects and the endpoints stay.
+    e.ok("apply", &[e.cni_endpoint("node-a", "x", "p1", "10.65.0.9")]);
+    let o = e.run(&["apply", "-f", "-"], text);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let pod =
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "x"}});
+    let other = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "api", "namespace": "xx"}});
+    e.ok("apply", &[pod, other]);
+    let o = e.run(
+        &["delete", "-f", "-"],
+        &stream(&[namespace("x", &json!({}))]),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "Successfully deleted 1 'Namespace' resource(s)\n");
+    let left: Vec<String> =
+        e.rt.block_on(e.client().kv().list("/calico/k8s/"))
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+    assert_eq!(left, vec!["/calico/k8s/v1/serviceaccounts/xx/api"]);
+    let profiles: Vec<String> = e
+        .list::<ProfileSpec>("Profile")
+        .into_iter()
+        .map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(profiles, vec!["ksa.xx.api"]);
+    assert!(e.list::<NetworkPolicySpec>("NetworkPolicy").is_empty());
+    assert_eq!(e.list::<WorkloadEndpointSpec>("WorkloadEndpoint").len(), 1);
 }
 
 fn web_pod(labels: Value) -> Value {
