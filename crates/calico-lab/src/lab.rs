@@ -753,7 +753,8 @@ impl Lab {
                 format!("CNI ADD {key}: no address in {result}"),
             ));
         }
-        let me = std::env::current_exe().map_err(|e| LabError::io("/proc/self/exe", e))?;
+        // The pod server is `calico-lab serve` (also when the lab runs inside a test binary).
+        let me = bins::require("calico-lab")?;
         let mut argv = vec![me.display().to_string(), "serve".into()];
         for p in self.serve_ports() {
             argv.push("--port".into());

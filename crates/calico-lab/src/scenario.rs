@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use calico_linux::NetNs;
 use serde::Deserialize;
 
+use crate::bins;
 use crate::error::LabError;
 use crate::fabric;
 use crate::lab::{DatastoreKind, Lab, LabSpec, Routing};
@@ -799,7 +800,8 @@ impl Run<'_> {
                 &lab_ip,
             ])?;
         }
-        let me = std::env::current_exe().map_err(|e| LabError::io("/proc/self/exe", e))?;
+        // The pod server is `calico-lab serve` (also when the lab runs inside a test binary).
+        let me = bins::require("calico-lab")?;
         let mut argv = vec![me.display().to_string(), "serve".into()];
         for st in &self.sc.steps {
             for e in &st.expect {
@@ -1019,7 +1021,7 @@ pub fn run_files(
     opts: &RunOptions,
     mut report: impl FnMut(&CaseResult) + Send,
 ) -> Vec<CaseResult> {
-    let queue = std::sync::Mutex::new(files.iter().enumerate().collect::<Vec<_>>());
+    let queue = std::sync::Mutex::new(files.iter().enumerate().rev().collect::<Vec<_>>());
     let (tx, rx) = std::sync::mpsc::channel::<(usize, CaseResult)>();
     let mut results: Vec<Option<CaseResult>> = vec![None; files.len()];
     std::thread::scope(|s| {
