@@ -20,6 +20,9 @@ use calico_k8s::{K8sObject, K8sResource};
 use calico_model::resources::WorkloadEndpointSpec;
 use calico_model::{AnyResource, KindInfo, Resource};
 
+/// The service account every namespace has.
+const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
 /// How often a WorkloadEndpoint update is retried when another writer got in between.
 const CONFLICT_RETRIES: usize = 5;
 
@@ -119,7 +122,28 @@ fn kv_err(id: &str, e: KvError) -> OpError {
 }
 
 /// Creates, applies or replaces one object (namespace already handled).
+///
+/// A Namespace also gets its `default` ServiceAccount (stored, with profile
+/// `ksa.<ns>.default`) unless one is stored already, as Kubernetes' service-account controller
+/// creates it in every namespace: pods name it by default.
 pub async fn write(client: &Client, obj: &K8sObject, op: Write) -> Result<(), OpError> {
+    write_one(client, obj, op).await?;
+    if let K8sResource::Namespace(_) = &obj.resource {
+        let sa = K8sObject::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": DEFAULT_SERVICE_ACCOUNT, "namespace": obj.name()},
+        }))
+        .map_err(|e| OpError::Failed(format!("{}: {e}", obj.id())))?;
+        match write_one(client, &sa, Write::Create).await {
+            Ok(()) | Err(OpError::AlreadyExists(_)) => {}
+            Err(e) => return Err(OpError::Failed(format!("{}: {e}", obj.id()))),
+        }
+    }
+    Ok(())
+}
+
+async fn write_one(client: &Client, obj: &K8sObject, op: Write) -> Result<(), OpError> {
     let id = obj.id();
     let key = obj.key();
     let kv = client.kv();

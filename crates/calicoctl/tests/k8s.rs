@@ -213,6 +213,16 @@ spec:
         ])
     );
     assert!(ksa.spec.ingress.is_empty() && ksa.spec.egress.is_empty());
+    // Every namespace has its `default` service account, as in Kubernetes.
+    let ksa_default: Resource<ProfileSpec> = e.get("Profile", "", "ksa.x.default").unwrap();
+    assert_eq!(
+        ksa_default.spec.labels_to_apply["pcsa.projectcalico.org/name"],
+        "default"
+    );
+    assert!(
+        e.stored("/calico/k8s/v1/serviceaccounts/x/default")
+            .is_some()
+    );
 
     let np: Resource<NetworkPolicySpec> = e
         .get("NetworkPolicy", "x", "knp.default.allow-web")
@@ -279,6 +289,10 @@ spec:
     assert_eq!(o.stdout, "Successfully deleted 3 resource(s)\n");
     assert!(e.get::<ProfileSpec>("Profile", "", "kns.x").is_none());
     assert!(e.get::<ProfileSpec>("Profile", "", "ksa.x.api").is_none());
+    assert!(
+        e.get::<ProfileSpec>("Profile", "", "ksa.x.default")
+            .is_none()
+    );
     assert!(
         e.get::<NetworkPolicySpec>("NetworkPolicy", "x", "knp.default.allow-web")
             .is_none()
