@@ -273,6 +273,17 @@ pub async fn run(start: Startup, mut shutdown: watch::Receiver<bool>) -> Result<
         if_tx,
         stop_rx.clone(),
     ));
+    if route_sync_enabled(&start.env) {
+        let (ready_tx, ready_rx) = watch::channel(false);
+        health.add_readiness_gate("felix-routes", ready_rx);
+        tokio::spawn(route_sync(
+            Arc::clone(&start.kv),
+            node.clone(),
+            routes_config(&start.env, &cfg),
+            ready_tx,
+            stop_rx.clone(),
+        ));
+    }
     let (cfg_tx, cfg_rx) = watch::channel(cfg.clone());
     let (ep_tx, ep_rx) = watch::channel(BTreeMap::new());
     tokio::spawn(reporter(
@@ -788,6 +799,87 @@ impl Agent {
             took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             "dataplane applied"
         );
+    }
+}
+
+/// Whether to run felix-routes (blackholes, VXLAN/IPIP routes); `FELIX_ROUTESYNCENABLED=false`
+/// (a calico-rs addition) turns it off, e.g. when another process programs routes.
+fn route_sync_enabled(env: &BTreeMap<String, String>) -> bool {
+    env.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("FELIX_ROUTESYNCENABLED"))
+        .is_none_or(|(_, v)| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "disabled"
+            )
+        })
+}
+
+fn routes_config(env: &BTreeMap<String, String>, cfg: &FelixConfig) -> felix_routes::RoutesConfig {
+    let get = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let flag = |name: &str| {
+        get(name).map(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "true" | "1" | "yes" | "enabled"
+            )
+        })
+    };
+    let num = |name: &str| get(name).and_then(|v| v.parse::<u32>().ok());
+    let mut rc = felix_routes::RoutesConfig {
+        resync_interval: if cfg.route_refresh_interval.is_zero() {
+            Duration::from_secs(90)
+        } else {
+            cfg.route_refresh_interval
+        },
+        ..felix_routes::RoutesConfig::default()
+    };
+    rc.overrides.vxlan_enabled = flag("FELIX_VXLANENABLED");
+    rc.overrides.ipip_enabled = flag("FELIX_IPIPENABLED");
+    rc.overrides.vxlan_vni = num("FELIX_VXLANVNI");
+    rc.overrides.vxlan_port = num("FELIX_VXLANPORT").and_then(|p| u16::try_from(p).ok());
+    rc.overrides.vxlan_mtu = num("FELIX_VXLANMTU");
+    rc.overrides.ipip_mtu = num("FELIX_IPIPMTU");
+    rc
+}
+
+/// Runs felix-routes in this namespace, restarting it after a failure, and mirrors its
+/// readiness into `ready`.
+async fn route_sync(
+    kv: Arc<dyn KvStore>,
+    node: String,
+    cfg: felix_routes::RoutesConfig,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let rs = felix_routes::RouteSync::new(Arc::clone(&kv), node.clone(), cfg.clone());
+        let mut rs_ready = rs.ready();
+        let run = rs.run(shutdown.clone());
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                changed = rs_ready.changed() => {
+                    if changed.is_ok() {
+                        ready.send_replace(*rs_ready.borrow_and_update());
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, "felix-routes failed; restarting it"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -389,3 +389,86 @@ fn diagnostics(node: &LabNs, wa: &LabNs, wb: &LabNs, felix: &FelixLab<'_>) -> St
         felix.log()
     )
 }
+
+#[test]
+fn felix_applies_config_live_and_exits_for_restart_fields() {
+    if !testlab::lab_available("felix_applies_config_live_and_exits_for_restart_fields")
+        || !testlab::binary_in_path("nft")
+    {
+        return;
+    }
+    let _ = testlab::sweep_stale();
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("calico.db");
+    let run = dir.path().join("run");
+    let kv: Arc<dyn KvStore> = Arc::new(SqliteStore::open(&db).unwrap());
+    let client = Client::new(Arc::clone(&kv));
+    rt.block_on(client.ensure_initialized()).unwrap();
+    apply(&rt, &client, BASE);
+
+    let node = LabNs::new("fxcfg").unwrap();
+    node.ip(&["route", "add", "169.254.1.1/32", "dev", "lo"])
+        .unwrap();
+    node.ip(&["addr", "add", "10.99.0.1/32", "dev", "lo"])
+        .unwrap();
+    let wa = workload(&node, "fxcfga", "calia1", "10.65.0.1");
+    let mac_a = mac_of(&wa);
+    let rev = apply(
+        &rt,
+        &client,
+        &wep("node1-k8s-a-eth0", "calia1", "10.65.0.1", "a", &mac_a),
+    );
+    tcp_server(&node, 7070);
+
+    let felix = FelixLab::start(&node, BIN, &FelixOptions::embedded("node1", &db, &run)).unwrap();
+    felix
+        .wait_applied(rev, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n--- felix log ---\n{}", felix.log()));
+    // Felix's default DefaultEndpointToHostAction is Drop.
+    assert!(
+        !tcp_ok(&wa, "10.99.0.1", 7070),
+        "workload -> host dropped by default"
+    );
+
+    // Live: FelixConfiguration default sets Accept; no restart.
+    let rev = apply(
+        &rt,
+        &client,
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n\
+         spec: {defaultEndpointToHostAction: Accept}\n",
+    );
+    felix.wait_applied(rev, WAIT).unwrap();
+    assert!(
+        tcp_ok(&wa, "10.99.0.1", 7070),
+        "workload -> host accepted after the change"
+    );
+    assert!(felix.alive());
+
+    // The node-specific configuration wins over the global one.
+    let rev = apply(
+        &rt,
+        &client,
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node.node1}\n\
+         spec: {defaultEndpointToHostAction: Drop}\n",
+    );
+    felix.wait_applied(rev, WAIT).unwrap();
+    assert!(
+        !tcp_ok(&wa, "10.99.0.1", 7070),
+        "node.node1 Drop wins over default Accept"
+    );
+
+    // A listener setting needs a restart: Felix exits with a clear log line.
+    apply(
+        &rt,
+        &client,
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node.node1}\n\
+         spec: {defaultEndpointToHostAction: Drop, prometheusMetricsPort: 9092}\n",
+    );
+    wait_for("felix to exit for the restart", || !felix.alive());
+    let log = felix.log();
+    assert!(
+        log.contains("restarts it") && log.contains("prometheusmetricsport"),
+        "{log}"
+    );
+}
