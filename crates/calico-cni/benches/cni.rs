@@ -4,10 +4,12 @@
 //! Prints p50/p99 per plugin pair and the ratio. Targets (issue 3): p50 ≤ 25 ms, p99 ≤ 60 ms.
 //!
 //! `CNI_BENCH_N` sets the number of ADD+DEL cycles (default 100). Needs root (network
-//! namespaces); prints SKIP otherwise.
+//! namespaces); prints SKIP otherwise. With `CALICO_CNI_TIMING=1` the plugin's phase timings
+//! (see `calico_cni::plugin::timing`) are collected and their medians printed per command.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +20,39 @@ use serde_json::{Value, json};
 const CALICO: &str = env!("CARGO_BIN_EXE_calico");
 const REF_DIR: &str = "/usr/lib/cni";
 
+/// Per command, each phase (in the plugin's order) with its durations in ms, from the plugin's
+/// timing lines.
+type Phases = BTreeMap<String, Vec<(String, Vec<f64>)>>;
+
+fn timing_env() -> Option<String> {
+    std::env::var("CALICO_CNI_TIMING")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+fn collect_phases(stderr: &[u8], phases: &mut Phases) {
+    for line in String::from_utf8_lossy(stderr).lines() {
+        let Some(rest) = line.strip_prefix("calico-cni timing: ") else {
+            continue;
+        };
+        let mut fields = rest.split(' ').filter_map(|f| f.split_once('='));
+        let Some(("cmd", cmd)) = fields.next() else {
+            continue;
+        };
+        let per_cmd = phases.entry(cmd.to_string()).or_default();
+        for (k, v) in fields {
+            let Ok(ms) = v.trim_end_matches("ms").parse::<f64>() else {
+                continue;
+            };
+            match per_cmd.iter_mut().find(|(name, _)| name == k) {
+                Some((_, samples)) => samples.push(ms),
+                None => per_cmd.push((k.to_string(), vec![ms])),
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn exec(
     node: &LabNs,
     bin: &str,
@@ -26,11 +61,13 @@ fn exec(
     id: &str,
     netns: &str,
     cni_path: &str,
+    phases: &mut Phases,
 ) -> Duration {
     let t = Instant::now();
     let mut child = Command::new("ip")
         .args(["netns", "exec", node.name(), bin])
         .env_clear()
+        .envs(timing_env().map(|v| ("CALICO_CNI_TIMING", v)))
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", id)
@@ -50,6 +87,7 @@ fn exec(
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let d = t.elapsed();
+    collect_phases(&out.stderr, phases);
     assert!(
         out.status.success(),
         "{bin} {cmd} failed: {}",
@@ -63,18 +101,38 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn run(node: &LabNs, bin: &str, conf: &Value, cni_path: &str, n: usize) -> Vec<Duration> {
+fn run(
+    node: &LabNs,
+    bin: &str,
+    conf: &Value,
+    cni_path: &str,
+    n: usize,
+    phases: &mut Phases,
+) -> Vec<Duration> {
     let wls: Vec<LabNs> = (0..n).map(|_| LabNs::new("bw").unwrap()).collect();
     let mut v = Vec::with_capacity(n);
     for (i, wl) in wls.iter().enumerate() {
         let netns = format!("/var/run/netns/{}", wl.name());
         let id = format!("bench{i:04}");
-        let add = exec(node, bin, "ADD", conf, &id, &netns, cni_path);
-        let del = exec(node, bin, "DEL", conf, &id, &netns, cni_path);
+        let add = exec(node, bin, "ADD", conf, &id, &netns, cni_path, phases);
+        let del = exec(node, bin, "DEL", conf, &id, &netns, cni_path, phases);
         v.push(add + del);
     }
     v.sort();
     v
+}
+
+fn print_phases(phases: &Phases) {
+    for (cmd, per_phase) in phases {
+        let runs = per_phase.first().map_or(0, |(_, v)| v.len());
+        let mut line = format!("calico {cmd} phases, median ms of {runs}:");
+        for (name, samples) in per_phase {
+            let mut v = samples.clone();
+            v.sort_by(f64::total_cmp);
+            line.push_str(&format!(" {name}={:.2}", v[v.len() / 2]));
+        }
+        println!("{line}");
+    }
 }
 
 fn main() {
@@ -116,7 +174,8 @@ fn main() {
         "nodename": "bench-node", "datastore_type": "embedded", "datastore_path": db,
         "mtu": 1450, "ipam": {"type": "calico-ipam"}
     });
-    let calico = run(&node, CALICO, &calico_conf, "/nonexistent", n);
+    let mut phases = Phases::new();
+    let calico = run(&node, CALICO, &calico_conf, "/nonexistent", n, &mut phases);
 
     let bridge = format!("{REF_DIR}/bridge");
     let reference = if std::path::Path::new(&bridge).exists() {
@@ -126,7 +185,14 @@ fn main() {
             "ipam": {"type": "host-local", "subnet": "10.91.0.0/16",
                      "dataDir": dir.path().join("host-local").display().to_string()}
         });
-        Some(run(&node, &bridge, &ref_conf, REF_DIR, n))
+        Some(run(
+            &node,
+            &bridge,
+            &ref_conf,
+            REF_DIR,
+            n,
+            &mut Phases::new(),
+        ))
     } else {
         println!(
             "SKIP reference: {bridge} not installed (apt install containernetworking-plugins)"
@@ -161,4 +227,5 @@ fn main() {
             ms(pct(&calico, 0.99)) / ms(pct(&r, 0.99))
         );
     }
+    print_phases(&phases);
 }

@@ -20,11 +20,20 @@
 //!
 //! History is trimmed to the last [`SqliteOptions::history_revisions`] revisions; a watch that
 //! asks for an older revision gets [`WatchEvent::Compacted`].
+//!
+//! Short-lived processes (one CNI request each) open and close the file all the time, so
+//! closing does not checkpoint: SQLite's default would, when the closer is the last process
+//! with the file open, copy the WAL into the database, fsync both and delete the WAL, which the
+//! next opener then recreates. Instead the WAL is checkpointed by whichever commit takes it past
+//! [`SqliteOptions::wal_autocheckpoint_pages`]; that bound also caps what the next opener has to
+//! read back (SQLite rebuilds the WAL index from the WAL when no other process has the file
+//! open).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -50,8 +59,18 @@ pub struct SqliteOptions {
     /// How often watchers look for commits of other processes (and reap expired leases).
     pub poll_interval: Duration,
     /// `synchronous=FULL` (fsync on every commit) when true, `NORMAL` otherwise. `NORMAL` in WAL
-    /// mode survives process crashes but may lose the last commits on power loss.
+    /// mode survives process crashes but may lose the last commits on power loss (the file
+    /// stays consistent: it comes back at an earlier revision). The setting is per process: a
+    /// later commit of a `FULL` process makes the earlier commits durable too.
     pub fsync_every_commit: bool,
+    /// WAL size (in pages of 4 KiB) past which a commit checkpoints it into the database.
+    pub wal_autocheckpoint_pages: u32,
+    /// Run every query on the calling thread instead of tokio's blocking pool, with reads on the
+    /// writer's connection. For processes that do one thing at a time on a current-thread
+    /// runtime (the CNI plugin), where the thread hand-offs cost more than the queries; a query
+    /// that waits for another process's write lock then blocks the whole runtime, so a
+    /// long-running agent must not set it.
+    pub run_inline: bool,
 }
 
 impl Default for SqliteOptions {
@@ -61,6 +80,8 @@ impl Default for SqliteOptions {
             history_revisions: 10_000,
             poll_interval: Duration::from_millis(5),
             fsync_every_commit: true,
+            wal_autocheckpoint_pages: 256,
+            run_inline: false,
         }
     }
 }
@@ -240,6 +261,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, KvError> + Send + 'static,
     {
+        if self.inner.opts.run_inline {
+            return f(&self.inner);
+        }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -329,6 +353,16 @@ impl Inner {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, KvError> {
+        if self.opts.run_inline {
+            let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            return (|| {
+                let tx = conn.transaction()?;
+                let v = f(&tx)?;
+                tx.commit()?;
+                Ok(v)
+            })()
+            .map_err(|e| sql_err(&self.path, e));
+        }
         let pooled = self.readers.lock().ok().and_then(|mut pool| pool.pop());
         let mut conn = match pooled {
             Some(c) => c,
@@ -595,6 +629,11 @@ fn open_connection(path: &Path, opts: &SqliteOptions) -> Result<Connection, KvEr
     .map_err(|e| sql_err(path, e))?;
     conn.busy_timeout(opts.busy_timeout)
         .map_err(|e| sql_err(path, e))?;
+    // See the module documentation: the WAL outlives the connection.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| sql_err(path, e))?;
+    conn.pragma_update(None, "wal_autocheckpoint", opts.wal_autocheckpoint_pages)
+        .map_err(|e| sql_err(path, e))?;
     let sync = if opts.fsync_every_commit {
         "FULL"
     } else {
@@ -613,6 +652,10 @@ fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), KvError> {
         let res = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .and_then(|mode| {
+                // Every process opens the file; only the first needs the write lock for this.
+                if schema_present(conn)? {
+                    return Ok(mode);
+                }
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 tx.execute_batch(SCHEMA)?;
                 tx.commit()?;
@@ -633,6 +676,25 @@ fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), KvError> {
             Err(e) => return Err(sql_err(path, e)),
         }
     }
+}
+
+/// Every table and index of [`SCHEMA`] exists (then the meta rows do too: they were inserted
+/// in the transaction that created the tables).
+fn schema_present(conn: &Connection) -> rusqlite::Result<bool> {
+    const OBJECTS: [&str; 6] = [
+        "meta",
+        "kv",
+        "kv_by_lease",
+        "history",
+        "lease",
+        "lease_by_deadline",
+    ];
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name IN (?1, ?2, ?3, ?4, ?5, ?6)",
+        OBJECTS,
+        |r| r.get(0),
+    )?;
+    Ok(n == OBJECTS.len() as i64)
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -1165,5 +1227,58 @@ mod tests {
             (b"/a/".to_vec(), Some(b"/a0".to_vec()))
         );
         assert_eq!(prefix_range(""), (Vec::new(), None));
+    }
+
+    /// The CNI plugin's mode: queries on the calling thread, no fsync per commit. It must see
+    /// another process's commits, and its commits must be there for the next opener although
+    /// closing no longer checkpoints the WAL.
+    #[tokio::test(flavor = "current_thread")]
+    async fn inline_store_shares_the_file_and_its_commits_outlive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let pooled = SqliteStore::open(&path).unwrap();
+        pooled.put("/k/a", b"1".to_vec(), None).await.unwrap();
+        let inline = SqliteStore::open_with(
+            &path,
+            SqliteOptions {
+                run_inline: true,
+                fsync_every_commit: false,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(inline.get("/k/a").await.unwrap().unwrap().value, b"1");
+        let rev = inline.create("/k/b", b"2".to_vec(), None).await.unwrap();
+        assert!(matches!(
+            inline.create("/k/b", b"x".to_vec(), None).await,
+            Err(KvError::AlreadyExists { .. })
+        ));
+        inline
+            .txn(vec![
+                TxnOp::Update {
+                    key: "/k/b".into(),
+                    value: b"3".to_vec(),
+                    expected_revision: rev,
+                    lease: None,
+                },
+                TxnOp::Delete {
+                    key: "/k/a".into(),
+                    expected_revision: None,
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(pooled.get("/k/b").await.unwrap().unwrap().value, b"3");
+        drop(inline);
+        drop(pooled);
+        assert!(
+            path.with_extension("db-wal").exists(),
+            "closing keeps the WAL"
+        );
+        let again = SqliteStore::open(&path).unwrap();
+        let list = again.list("/k/").await.unwrap();
+        let keys: Vec<&str> = list.kvs.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/k/b"]);
+        assert!(again.check_consistency().await.unwrap().problems.is_empty());
     }
 }

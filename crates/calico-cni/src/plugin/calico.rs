@@ -10,7 +10,7 @@ use calico_model::{AnyResource, KindInfo, Resource};
 use ipnet::IpNet;
 
 use super::context::Context;
-use super::{ipam, net};
+use super::{ipam, net, timing};
 use crate::naming::{host_veth_name, wep_name};
 use crate::spec::{
     CniError, CniResult, Command, ErrorCode, Interface, IpConfig, NetConf, Request, Route,
@@ -64,6 +64,7 @@ pub async fn run(
     match req.command {
         Command::Add => {
             ctx.check_ready().await?;
+            timing::mark("ready_check");
             Ok(Some(
                 add(&ctx, req, conf, env, &id)
                     .await?
@@ -72,6 +73,7 @@ pub async fn run(
         }
         Command::Del => {
             ctx.check_ready().await?;
+            timing::mark("ready_check");
             del(&ctx, req, conf, env, &id).await.map(|()| None)
         }
         Command::Check => check(&ctx, req, conf, env, &id).await.map(|()| None),
@@ -295,7 +297,9 @@ async fn add(
     let mtu = mtu(conf)?;
     // The netns must exist before anything is allocated.
     net::open_netns(&req.netns)?;
+    timing::mark("netns_open");
     let ipam_result = ipam_add(ctx, req, conf, env, &stdin).await?;
+    timing::mark("ipam");
     let addrs: Vec<IpNet> = ipam_result
         .ips
         .iter()
@@ -330,12 +334,14 @@ async fn add(
         Ok(m) => m,
         Err(e) => return Err(rollback("network", e).await),
     };
+    timing::mark("net");
     if !req.args.is_k8s()
         && conf.policy.policy_type.is_empty()
         && let Err(e) = ensure_network_profile(ctx, conf).await
     {
         return Err(rollback("profile", e).await);
     }
+    timing::mark("profile");
     let wep = build_wep(ctx, req, conf, id, &addrs, &mac.to_string());
     let wep = match super::k8s::apply_stored_pod(ctx, req, wep).await {
         Ok(w) => w,
@@ -348,6 +354,7 @@ async fn add(
         );
         return Err(rollback("endpoint", err).await);
     }
+    timing::mark("wep");
     let mut result = CniResult {
         interfaces: vec![
             Interface {
@@ -454,8 +461,12 @@ async fn del(
             ));
         }
     }
+    timing::mark("wep");
     net::teardown(&req.ifname, &req.netns, &id.host_veth).await?;
-    ipam_del(ctx, req, conf, env, &stdin).await
+    timing::mark("net");
+    ipam_del(ctx, req, conf, env, &stdin).await?;
+    timing::mark("ipam");
+    Ok(())
 }
 
 async fn check(

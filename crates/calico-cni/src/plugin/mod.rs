@@ -6,6 +6,7 @@ mod context;
 mod ipam;
 mod k8s;
 mod net;
+pub mod timing;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -26,9 +27,11 @@ pub enum Binary {
 /// Process entry point shared by both binaries.
 pub fn entry(binary: Binary) -> ExitCode {
     let env: BTreeMap<String, String> = std::env::vars().collect();
+    timing::init(env.get(timing::TIMING_ENV).map(String::as_str));
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let version = cni_version_of(&stdin);
+    timing::mark("stdin");
     let outcome = match read {
         Err(e) => Err(CniError::new(
             ErrorCode::Io,
@@ -39,12 +42,19 @@ pub fn entry(binary: Binary) -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(run(binary, &env, &stdin)),
+            Ok(rt) => {
+                timing::mark("runtime");
+                let outcome = rt.block_on(run(binary, &env, &stdin));
+                timing::mark("close");
+                drop(rt);
+                timing::mark("runtime_drop");
+                outcome
+            }
             Err(e) => Err(CniError::plugin("failed to start runtime", e.to_string())),
         },
     };
     let mut out = std::io::stdout().lock();
-    match outcome {
+    let code = match outcome {
         Ok(Some(v)) => {
             let _ = writeln!(out, "{v}");
             ExitCode::SUCCESS
@@ -55,7 +65,10 @@ pub fn entry(binary: Binary) -> ExitCode {
             let _ = writeln!(out, "{}", e.to_json(&version));
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(out);
+    timing::report(env.get("CNI_COMMAND").map_or("", String::as_str));
+    code
 }
 
 /// The request's `cniVersion`, read leniently (for error results and VERSION).
@@ -82,6 +95,7 @@ pub async fn run(
         return Ok(Some(version_result(&cni_version_of(stdin))));
     }
     let conf = NetConf::parse(stdin)?;
+    timing::mark("parse");
     let version = conf.version();
     match req.command {
         Command::Check if !version.has_check() => {
@@ -101,6 +115,7 @@ pub async fn run(
         _ => {}
     }
     context::init_logging(&conf, binary);
+    timing::mark("logging");
     let span = tracing::info_span!("cni", command = ?req.command, container = %req.container_id);
     let _enter = span.enter();
     match binary {

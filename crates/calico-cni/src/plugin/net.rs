@@ -10,6 +10,7 @@ use calico_linux::types::{Family, MacAddr, Route, RouteFilter, RouteScope, VethS
 use calico_linux::{IfaceKey, NetNs, Netlink, NetlinkError, ProcSysctl, RtNetlink, Sysctl};
 use ipnet::IpNet;
 
+use super::timing;
 use crate::spec::{CniError, ErrorCode};
 
 /// The gateway every IPv4 workload routes through (never configured on any interface).
@@ -48,14 +49,46 @@ fn host_routes(addrs: &[IpNet]) -> impl Iterator<Item = IpNet> + '_ {
     addrs.iter().copied()
 }
 
+/// Connects netlink in the container's namespace and, on the same thread (each entry into a
+/// namespace costs a thread, and on a busy node a thread hand-off costs more than the work),
+/// writes the namespace-wide `forwarding` sysctls. Those are best effort, as upstream's.
+fn connect_container(
+    netns: &NetNs,
+    forwarding: &[(&'static str, &str)],
+) -> Result<RtNetlink, NetlinkError> {
+    let rt = tokio::runtime::Handle::try_current()
+        .map_err(|e| NetlinkError::NoRuntime(e.to_string()))?;
+    netns.run(|| {
+        let _guard = rt.enter();
+        let sysctl = ProcSysctl::new();
+        for (name, value) in forwarding {
+            if let Err(e) = sysctl.set(name, value) {
+                tracing::debug!(error = %e, "best-effort sysctl failed");
+            }
+        }
+        RtNetlink::connect()
+    })?
+}
+
 /// Builds everything. On error the caller runs [`teardown`].
 pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
     let netns = open_netns(&plan.netns_path)?;
     let host_ns = NetNs::process()
         .map_err(|e| CniError::plugin("cannot open the host netns", e.to_string()))?;
     let host = RtNetlink::connect().map_err(|e| nl_err("netlink (host)".into(), e))?;
-    let cont = RtNetlink::connect_in(&netns)
+    let has_v4 = plan.addrs.iter().any(|a| a.addr().is_ipv4());
+    let has_v6 = plan.addrs.iter().any(|a| a.addr().is_ipv6());
+    let fwd = if plan.allow_ip_forwarding { "1" } else { "0" };
+    let mut forwarding = Vec::new();
+    if has_v4 {
+        forwarding.push(("net.ipv4.ip_forward", fwd));
+    }
+    if has_v6 {
+        forwarding.push(("net.ipv6.conf.all.forwarding", fwd));
+    }
+    let cont = connect_container(&netns, &forwarding)
         .map_err(|e| nl_err(format!("netlink in {}", plan.netns_path), e))?;
+    timing::mark("net.connect");
 
     // As upstream: a host end with this attachment's name is a leftover (a killed or repeated
     // ADD); deleting it removes its peer in the container too.
@@ -86,6 +119,7 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
             "it does not belong to this attachment; the runtime must DEL before ADDing again",
         ));
     }
+    timing::mark("net.precheck");
 
     let mtu = (plan.mtu > 0).then_some(plan.mtu);
     cont.create_veth(&VethSpec {
@@ -103,6 +137,7 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
             e,
         )
     })?;
+    timing::mark("net.veth_create");
 
     let host_link = host
         .link_by_name(&plan.host_veth)
@@ -120,8 +155,7 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
             .map_err(|e| nl_err(format!("link {}: set mac", plan.host_veth), e))?;
     }
 
-    let has_v4 = plan.addrs.iter().any(|a| a.addr().is_ipv4());
-    let has_v6 = plan.addrs.iter().any(|a| a.addr().is_ipv6());
+    timing::mark("net.host_link");
     let sysctl = ProcSysctl::new();
     let set = |key: IfaceKey, v: &str, required: bool| -> Result<(), CniError> {
         match sysctl.set_iface(&plan.host_veth, key, v) {
@@ -147,9 +181,11 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
         set(IfaceKey::Ipv6Forwarding, "1", true)?;
     }
     set(IfaceKey::AcceptRa, "0", false)?;
+    timing::mark("net.host_sysctls");
     host.set_link_up(host_link.index, true)
         .await
         .map_err(|e| nl_err(format!("link {}: up", plan.host_veth), e))?;
+    timing::mark("net.host_up");
 
     // Container side.
     let cont_link = cont
@@ -159,16 +195,18 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
         .ok_or_else(|| {
             CniError::plugin(format!("link {}: missing after creation", plan.ifname), "")
         })?;
-    let csys = ProcSysctl::in_netns(netns.clone());
     if has_v6 {
+        let csys = ProcSysctl::in_netns(netns.clone());
         // Best effort: a kernel booted without IPv6 has no such keys, and ADD then fails later
         // with a clearer error when the address is added.
         let _ = csys.set_iface(&plan.ifname, IfaceKey::AcceptDad, "0");
         let _ = csys.set_iface(&plan.ifname, IfaceKey::DisableIpv6, "0");
     }
+    timing::mark("net.cont_link");
     cont.set_link_up(cont_link.index, true)
         .await
         .map_err(|e| nl_err(format!("link {}: up", plan.ifname), e))?;
+    timing::mark("net.cont_up");
     for a in &plan.addrs {
         cont.add_address(cont_link.index, *a)
             .await
@@ -198,13 +236,7 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
         .await
         .map_err(|e| nl_err(format!("netns {}: default v6 route", plan.netns_path), e))?;
     }
-    let fwd = if plan.allow_ip_forwarding { "1" } else { "0" };
-    if has_v4 {
-        let _ = csys.set("net.ipv4.ip_forward", fwd);
-    }
-    if has_v6 {
-        let _ = csys.set("net.ipv6.conf.all.forwarding", fwd);
-    }
+    timing::mark("net.cont_addr_routes");
 
     // Host routes; one already there on our interface is fine (Felix may have added it).
     for dst in host_routes(&plan.addrs) {
@@ -249,6 +281,7 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
             }
         }
     }
+    timing::mark("net.host_routes");
     Ok(cont_link.mac.unwrap_or(MacAddr([0; 6])))
 }
 
@@ -259,16 +292,19 @@ pub async fn teardown(ifname: &str, netns_path: &str, host_veth: &str) -> Result
     {
         let cont = RtNetlink::connect_in(&netns)
             .map_err(|e| nl_err(format!("netlink in {netns_path}"), e))?;
+        timing::mark("net.connect");
         if let Some(l) = cont
             .link_by_name(ifname)
             .await
             .map_err(|e| nl_err(format!("link {ifname}"), e))?
         {
+            timing::mark("net.cont_link");
             match cont.delete_link(l.index).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(nl_err(format!("link {ifname}: delete"), e)),
             }
+            timing::mark("net.cont_delete");
         }
     }
     let host = RtNetlink::connect().map_err(|e| nl_err("netlink (host)".into(), e))?;

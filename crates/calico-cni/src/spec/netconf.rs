@@ -99,6 +99,15 @@ pub struct NetConf {
     /// Path of the embedded datastore file.
     #[serde(default)]
     pub datastore_path: String,
+    /// Embedded datastore only: fsync every commit of this plugin (SQLite `synchronous=FULL`).
+    /// Default false (`NORMAL`): a commit survives a crash of the plugin or of any other
+    /// process, but the last few seconds of commits may be lost on power loss or a kernel
+    /// crash (the file stays consistent, at an earlier revision). On a single-host store that
+    /// loss takes the node's workloads with it; what it can leave behind is the allocation
+    /// of a workload deleted just before, which `calicoctl ipam check` reports and CNI GC
+    /// releases. Commits of other processes (calicoctl, Felix) are fsynced as before.
+    #[serde(default, deserialize_with = "str_bool")]
+    pub datastore_fsync: Option<bool>,
     #[serde(default)]
     pub etcd_endpoints: String,
     #[serde(default)]
@@ -178,6 +187,11 @@ impl NetConf {
         SpecVersion::parse(&self.cni_version).unwrap_or(SpecVersion::V020)
     }
 
+    /// Whether commits to the embedded datastore are fsynced (`datastore_fsync`, default false).
+    pub fn datastore_fsync(&self) -> bool {
+        self.datastore_fsync.unwrap_or(false)
+    }
+
     /// Whether an IPv4 / IPv6 address is requested (defaults: v4 yes, v6 no).
     pub fn assign_ipv4(&self) -> bool {
         self.ipam.assign_ipv4.unwrap_or(true)
@@ -226,6 +240,19 @@ mod tests {
         let e = NetConf::parse(br#"{"cniVersion":"9.9.9","type":"calico"}"#).unwrap_err();
         assert_eq!(e.code.code(), 1);
         assert!(e.msg.contains("9.9.9"));
+    }
+
+    #[test]
+    fn datastore_fsync_defaults_off_and_accepts_upstream_booleans() {
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"calico"}"#).unwrap();
+        assert!(!c.datastore_fsync());
+        let c =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","type":"calico","datastore_fsync":"true"}"#)
+                .unwrap();
+        assert!(c.datastore_fsync());
+        let e = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"calico","datastore_fsync":1}"#)
+            .unwrap_err();
+        assert!(e.msg.contains("datastore_fsync"), "{e}");
     }
 
     #[test]
