@@ -263,3 +263,64 @@ fn frr_tor_learns_blocks_and_bgppeer_delete_drops_session() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn vxlan_backend_two_nodes_tunnel_addresses_and_routes() {
+    if !lab("vxlan_backend_two_nodes_tunnel_addresses_and_routes") {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.start_all(&[
+        ("CALICO_NETWORKING_BACKEND", "vxlan"),
+        ("CALICO_IPV4POOL_VXLAN", "Always"),
+    ]);
+    // No BIRD in vxlan mode; the VXLAN device appears once the tunnel address is allocated.
+    let (_, t) = wait_for("vxlan routes both ways", Duration::from_secs(20), || {
+        let ok = (0..2).all(|i| {
+            c.nodes[i]
+                .ns
+                .ip(&["-4", "route", "show", "proto", "80"])
+                .unwrap_or_default()
+                .contains("dev vxlan.calico onlink")
+        });
+        ok.then_some(())
+    });
+    eprintln!("vxlan backend: routes through vxlan.calico after {t:?}");
+    assert!(c.bird_pid(0).is_none(), "bird runs in vxlan mode");
+    let nodes: Vec<_> = (0..2)
+        .map(|i| {
+            c.rt.block_on(calico_node::startup::get_node(&c.client, &c.nodes[i].name))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let tun: std::net::IpAddr = n.spec.ipv4_vxlan_tunnel_addr.parse().unwrap();
+        assert!(common::POOL.parse::<ipnet::IpNet>().unwrap().contains(&tun));
+        assert_eq!(
+            n.spec.vxlan_tunnel_mac_addr,
+            felix_routes::plan::vtep_mac(&c.nodes[i].name).to_string()
+        );
+        // The allocation is recorded under upstream's handle.
+        let ips = c.rt.block_on(
+            calico_ipam::IpamClient::new(c.kv.clone())
+                .ips_by_handle(&calico_node::startup::vxlan_handle(&c.nodes[i].name)),
+        );
+        assert_eq!(ips.unwrap(), vec![tun]);
+    }
+    // Node-1 reaches node-2's VTEP through the tunnel; the MTU file holds host MTU - 50.
+    let tun2 = &nodes[1].spec.ipv4_vxlan_tunnel_addr;
+    assert!(
+        c.nodes[0].ns.ping(tun2, 2).unwrap(),
+        "ping {tun2} through vxlan failed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.nodes[0].run_dir.join("mtu")).unwrap(),
+        "1450"
+    );
+    // SIGTERM: calico-node exits cleanly.
+    c.stop(0);
+    let log = std::fs::read_to_string(c.nodes[0].run_dir.join("node.log")).unwrap();
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
+    assert!(!log.contains("Calico node failed"), "{log}");
+}

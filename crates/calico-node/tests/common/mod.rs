@@ -333,3 +333,31 @@ pub fn wait_full_mesh(c: &Cluster, blocks: &[String], timeout: Duration) -> Dura
     });
     t
 }
+
+impl Cluster {
+    /// Claims `cidr` (one block) for node `i` through IPAM, as a new block affinity.
+    pub fn claim_block(&self, i: usize, cidr: &str) {
+        let node = self.nodes[i].name.clone();
+        self.rt.block_on(async {
+            let ipam = IpamClient::new(self.kv.clone());
+            ipam.load_pools_from_store().await.unwrap();
+            let (claimed, failed) = ipam
+                .claim_affinity(cidr.parse().unwrap(), &node)
+                .await
+                .unwrap();
+            assert!(
+                failed.is_empty() && !claimed.is_empty(),
+                "claim {cidr}: {failed:?}"
+            );
+        });
+    }
+
+    pub fn create_pool(&self) {
+        self.apply_json(serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+            "metadata": {"name": "default-ipv4-ippool"},
+            "spec": {"cidr": POOL, "ipipMode": "Never", "vxlanMode": "Never", "blockSize": 26,
+                     "natOutgoing": true}
+        }));
+    }
+}
