@@ -458,4 +458,69 @@ mod tests {
         stop_tx.send(true).unwrap();
         task.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn relisting_sends_only_the_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv: Arc<dyn KvStore> = Arc::new(SqliteStore::open(dir.path().join("db")).unwrap());
+        let tier = |name: &str, order: u32| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: {name}}}\nspec: {{order: {order}}}\n"
+            )
+        };
+        put(&kv, &tier("t1", 1)).await;
+        put(&kv, &tier("t2", 2)).await;
+        put(&kv, &tier("t3", 3)).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut s = Syncer::new(Arc::clone(&kv), tx);
+        assert!(s.list_and_send().await.unwrap());
+        let mut first = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            first.push(ev);
+        }
+        assert_eq!(first.len(), 5, "{first:?}"); // connection, 3 upserts, in-sync
+        // Changes while "disconnected": t1 deleted, t2 modified, t4 added, t3 untouched.
+        kv.delete("/calico/resources/v3/projectcalico.org/tiers/t1", None)
+            .await
+            .unwrap();
+        put(&kv, &tier("t2", 20)).await;
+        put(&kv, &tier("t4", 4)).await;
+        assert!(s.list_and_send().await.unwrap());
+        let mut names = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                SyncEvent::Update {
+                    update: Update::Upsert(r),
+                    ..
+                } => names.push(format!("+{}", r.metadata().name)),
+                SyncEvent::Update {
+                    update: Update::Delete(id),
+                    ..
+                } => names.push(format!("-{}", id.name)),
+                SyncEvent::InSync { .. } => names.push("in-sync".into()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(names, vec!["+t2", "+t4", "-t1", "in-sync"]);
+    }
+
+    #[tokio::test]
+    async fn compacted_history_means_relist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db")).unwrap();
+        let kv: Arc<dyn KvStore> = Arc::new(store.clone());
+        for n in ["a", "b", "c"] {
+            put(&kv, &format!("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: {n}}}\nspec: {{order: 1}}\n")).await;
+        }
+        let rev = kv.current_revision().await.unwrap();
+        store.compact(rev).await.unwrap();
+        let (tx, _rx) = mpsc::channel(64);
+        let mut s = Syncer::new(Arc::clone(&kv), tx);
+        s.revision = 1; // as if the syncer had been disconnected since revision 1
+        let (_stop_tx, mut stop_rx) = watch::channel(false);
+        let end = tokio::time::timeout(Duration::from_secs(5), s.watch_once(&mut stop_rx))
+            .await
+            .unwrap();
+        assert!(matches!(end, WatchEnd::Relist));
+    }
 }
