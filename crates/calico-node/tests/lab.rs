@@ -324,3 +324,62 @@ fn vxlan_backend_two_nodes_tunnel_addresses_and_routes() {
     assert!(log.contains("SIGTERM: stopping"), "{log}");
     assert!(!log.contains("Calico node failed"), "{log}");
 }
+
+/// calico-node supervising the real `calico-felix` (stream F's agent, which runs felix-routes):
+/// VXLAN routes programmed by Felix, Felix restarted when killed, stopped on SIGTERM.
+#[test]
+fn felix_child_programs_vxlan_and_is_supervised() {
+    if !lab("felix_child_programs_vxlan_and_is_supervised") {
+        return;
+    }
+    let felix = std::path::Path::new(common::node_bin()).with_file_name("calico-felix");
+    if !felix.is_file() {
+        eprintln!(
+            "SKIP felix_child_programs_vxlan_and_is_supervised: calico-felix not built \
+             (cargo build -p felix)"
+        );
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.start_all(&[
+        ("CALICO_NETWORKING_BACKEND", "vxlan"),
+        ("CALICO_IPV4POOL_VXLAN", "Always"),
+        ("CALICO_DISABLE_FELIX", "false"),
+        ("FELIX_HEALTHENABLED", "true"),
+    ]);
+    fn felix_pid(c: &Cluster, i: usize) -> Option<u32> {
+        c.nodes[i].ns.processes_inside().into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|s| s.trim() == "calico-felix")
+                && std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| !s.contains(") Z "))
+        })
+    }
+    let (_, t) = wait_for("felix vxlan routes", Duration::from_secs(30), || {
+        (0..2)
+            .all(|i| {
+                c.nodes[i]
+                    .ns
+                    .ip(&["-4", "route", "show", "proto", "80"])
+                    .unwrap_or_default()
+                    .contains("dev vxlan.calico onlink")
+            })
+            .then_some(())
+    });
+    eprintln!("felix child: vxlan routes after {t:?}");
+    let old = felix_pid(&c, 0).expect("felix running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (new, t) = wait_for("felix restarted", Duration::from_secs(10), || {
+        felix_pid(&c, 0).filter(|p| *p != old)
+    });
+    eprintln!("felix restarted as {new} after {t:?}");
+    c.stop(0);
+    assert!(
+        felix_pid(&c, 0).is_none(),
+        "felix survived calico-node's SIGTERM"
+    );
+}
