@@ -363,6 +363,21 @@ fn felix_programs_policy_routes_and_status_in_a_lab() {
         .exec_ok(&["nft", "list", "table", "inet", "calico"])
         .unwrap();
     assert!(table.contains("calia1"), "table kept after exit");
+
+    // A restart reconciles what the previous run (or anyone) left in our table.
+    node.exec_ok(&["nft", "add", "chain", "inet", "calico", "rogue"])
+        .unwrap();
+    let rev = rt.block_on(kv.current_revision()).unwrap();
+    let felix2 = FelixLab::start(&node, BIN, &opts).unwrap();
+    felix2
+        .wait_applied(rev, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n--- felix log ---\n{}", felix2.log()));
+    let table = node
+        .exec_ok(&["nft", "list", "table", "inet", "calico"])
+        .unwrap();
+    assert!(!table.contains("rogue"), "{table}");
+    assert!(table.contains("\"calia1\" : goto fw-calia1"), "{table}");
+    assert!(felix2.stop(Duration::from_secs(5)));
     drop((wa, wb, wc));
 }
 
@@ -421,10 +436,21 @@ fn felix_applies_config_live_and_exits_for_restart_fields() {
     );
     tcp_server(&node, 7070);
 
-    let felix = FelixLab::start(&node, BIN, &FelixOptions::embedded("node1", &db, &run)).unwrap();
+    let opts = FelixOptions::embedded("node1", &db, &run)
+        .set("FELIX_ENDPOINTREPORTINGENABLED", "true")
+        .set("FELIX_ENDPOINTREPORTINGDELAY", "0.1");
+    let felix = FelixLab::start(&node, BIN, &opts).unwrap();
     felix
         .wait_applied(rev, WAIT)
         .unwrap_or_else(|e| panic!("{e}\n--- felix log ---\n{}", felix.log()));
+    // Per-endpoint status in the datastore (EndpointReportingEnabled).
+    let key = "/calico/felix/v2/no-region/host/node1/workload/k8s/default%2fa/endpoint/eth0";
+    wait_for("endpoint status key", || {
+        rt.block_on(kv.get(key))
+            .unwrap()
+            .is_some_and(|kv| kv.value == br#"{"status":"up"}"#.to_vec())
+    });
+
     // Felix's default DefaultEndpointToHostAction is Drop.
     assert!(
         !tcp_ok(&wa, "10.99.0.1", 7070),
