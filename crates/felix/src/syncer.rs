@@ -39,6 +39,9 @@ pub const WATCHED_PLURALS: &[&str] = &[
     "nodes",
 ];
 
+/// How long the idle-time datastore probe may take before the connection counts as failing.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the syncer reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyncEvent {
@@ -305,12 +308,23 @@ impl Syncer {
                         continue;
                     }
                     last_progress_check = tokio::time::Instant::now();
-                    match self.check_progress().await {
-                        Ok(true) => {}
-                        Ok(false) => return WatchEnd::Stop,
-                        Err(e) => {
+                    // The check doubles as a connection probe: backends retry broken watches
+                    // internally, so a silent watch alone says nothing about the datastore.
+                    let probe = tokio::time::timeout(PROBE_TIMEOUT, self.check_progress()).await;
+                    let ok = match probe {
+                        Ok(Ok(true)) => true,
+                        Ok(Ok(false)) => return WatchEnd::Stop,
+                        Ok(Err(e)) => {
                             debug!(error = %e, "progress check failed");
+                            false
                         }
+                        Err(_) => {
+                            debug!("progress check timed out");
+                            false
+                        }
+                    };
+                    if !self.set_connected(ok).await {
+                        return WatchEnd::Stop;
                     }
                 }
             }
@@ -522,5 +536,101 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(end, WatchEnd::Relist));
+    }
+
+    /// A store whose reads fail while `down` is set (the watch itself stays open, as a
+    /// backend that retries internally would keep it).
+    struct Flaky {
+        inner: SqliteStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), KvError> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                Err(KvError::Unavailable("connection refused".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl KvStore for Flaky {
+        fn backend_name(&self) -> &'static str {
+            "flaky"
+        }
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
+            self.check()?;
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<calico_datastore::ListResult, KvError> {
+            self.check()?;
+            self.inner.list(prefix).await
+        }
+        async fn create(&self, k: &str, v: Vec<u8>, l: Option<i64>) -> Result<Revision, KvError> {
+            self.inner.create(k, v, l).await
+        }
+        async fn update(
+            &self,
+            k: &str,
+            v: Vec<u8>,
+            r: Revision,
+            l: Option<i64>,
+        ) -> Result<Revision, KvError> {
+            self.inner.update(k, v, r, l).await
+        }
+        async fn put(&self, k: &str, v: Vec<u8>, l: Option<i64>) -> Result<Revision, KvError> {
+            self.inner.put(k, v, l).await
+        }
+        async fn delete(&self, k: &str, r: Option<Revision>) -> Result<KeyValue, KvError> {
+            self.inner.delete(k, r).await
+        }
+        async fn txn(&self, ops: Vec<calico_datastore::TxnOp>) -> Result<Revision, KvError> {
+            self.inner.txn(ops).await
+        }
+        async fn grant_lease(&self, ttl: Duration) -> Result<i64, KvError> {
+            self.inner.grant_lease(ttl).await
+        }
+        async fn keep_alive(&self, lease: i64) -> Result<(), KvError> {
+            self.inner.keep_alive(lease).await
+        }
+        async fn revoke_lease(&self, lease: i64) -> Result<(), KvError> {
+            self.inner.revoke_lease(lease).await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            after: Revision,
+        ) -> Result<calico_datastore::WatchStream, KvError> {
+            self.inner.watch(prefix, after).await
+        }
+        async fn current_revision(&self) -> Result<Revision, KvError> {
+            self.check()?;
+            self.inner.current_revision().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_datastore_is_reported_and_recovery_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: SqliteStore::open(dir.path().join("db")).unwrap(),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let kv: Arc<dyn KvStore> = flaky.clone();
+        let (tx, mut rx) = mpsc::channel(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(Syncer::new(Arc::clone(&kv), tx).run(stop_rx));
+        assert_eq!(next(&mut rx).await, SyncEvent::Connection(true));
+        assert!(matches!(next(&mut rx).await, SyncEvent::InSync { .. }));
+        flaky.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(next(&mut rx).await, SyncEvent::Connection(false));
+        flaky
+            .down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(next(&mut rx).await, SyncEvent::Connection(true));
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
     }
 }
