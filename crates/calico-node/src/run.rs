@@ -129,6 +129,9 @@ pub async fn run() -> Result<()> {
     if env.backend != Backend::None {
         startup::ensure_vxlan_tunnel(&kv, &client, &node).await?;
     }
+    if env.backend == Backend::Bird {
+        startup::ensure_tunnel(&kv, &client, &node, startup::Tunnel::Ipip).await?;
+    }
     std::fs::write(env.run_dir.join("nodename"), &node).context("write nodename file")?;
     if !run_dir_set || envmap.contains_key("CALICO_NODENAME_FILE") {
         if let Some(dir) = env.nodename_file.parent() {

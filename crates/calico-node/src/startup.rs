@@ -195,6 +195,61 @@ pub fn vxlan_handle(node: &str) -> String {
     format!("vxlan-tunnel-addr-{node}")
 }
 
+/// Which tunnel address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tunnel {
+    /// `spec.ipv4VXLANTunnelAddr` (+ `vxlanTunnelMACAddr`), pools with `vxlanMode` on.
+    Vxlan,
+    /// `spec.bgp.ipv4IPIPTunnelAddr`, pools with `ipipMode` on.
+    Ipip,
+}
+
+impl Tunnel {
+    fn handle(self, node: &str) -> String {
+        match self {
+            Tunnel::Vxlan => vxlan_handle(node),
+            Tunnel::Ipip => format!("ipip-tunnel-addr-{node}"),
+        }
+    }
+
+    fn attr_type(self) -> &'static str {
+        match self {
+            Tunnel::Vxlan => calico_ipam::attrs::TYPE_VXLAN,
+            Tunnel::Ipip => calico_ipam::attrs::TYPE_IPIP,
+        }
+    }
+
+    fn wanted_by(self, p: &IPPoolSpec) -> bool {
+        let mode = match self {
+            Tunnel::Vxlan => p.vxlan_mode,
+            Tunnel::Ipip => p.ipip_mode,
+        };
+        !p.disabled && mode.is_some_and(EncapMode::enabled)
+    }
+
+    fn current(self, s: &NodeSpec) -> String {
+        match self {
+            Tunnel::Vxlan => s.ipv4_vxlan_tunnel_addr.clone(),
+            Tunnel::Ipip => s
+                .bgp
+                .as_ref()
+                .map(|b| b.ipv4_ipip_tunnel_addr.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn set(self, s: &mut NodeSpec, v: String) {
+        match self {
+            Tunnel::Vxlan => s.ipv4_vxlan_tunnel_addr = v,
+            Tunnel::Ipip => {
+                s.bgp
+                    .get_or_insert_with(NodeBGPSpec::default)
+                    .ipv4_ipip_tunnel_addr = v
+            }
+        }
+    }
+}
+
 /// Allocates (or keeps, or releases) the VXLAN tunnel address and sets the VTEP MAC
 /// (reference §1.9). VXLAN is wanted when an enabled pool has `vxlanMode` on.
 pub async fn ensure_vxlan_tunnel(
@@ -202,46 +257,52 @@ pub async fn ensure_vxlan_tunnel(
     client: &Client,
     name: &str,
 ) -> Result<Resource<NodeSpec>> {
+    ensure_tunnel(kv, client, name, Tunnel::Vxlan).await
+}
+
+/// Allocates (or keeps, or releases) one tunnel address (reference §1.9): kept while it is
+/// still held under the tunnel's handle inside a pool that wants it, else reassigned; released
+/// and cleared when no pool wants the tunnel.
+pub async fn ensure_tunnel(
+    kv: &Arc<dyn KvStore>,
+    client: &Client,
+    name: &str,
+    tunnel: Tunnel,
+) -> Result<Resource<NodeSpec>> {
     let pools = client
         .list(kind("IPPool")?, None)
         .await
         .context("list ippools")?;
-    let vxlan_pools: Vec<IpNet> = pools
+    let tunnel_pools: Vec<IpNet> = pools
         .items
         .iter()
         .filter_map(|p| match p {
-            AnyResource::IPPool(p)
-                if !p.spec.disabled && p.spec.vxlan_mode.is_some_and(EncapMode::enabled) =>
-            {
-                p.spec
-                    .cidr
-                    .parse::<IpNet>()
-                    .ok()
-                    .filter(|c| matches!(c, IpNet::V4(_)))
-            }
+            AnyResource::IPPool(p) if tunnel.wanted_by(&p.spec) => p
+                .spec
+                .cidr
+                .parse::<IpNet>()
+                .ok()
+                .filter(|c| matches!(c, IpNet::V4(_))),
             _ => None,
         })
         .collect();
     let ipam = IpamClient::new(kv.clone());
     ipam.load_pools_from_store().await.context("load pools")?;
-    let handle = vxlan_handle(name);
+    let handle = tunnel.handle(name);
     let node = get_node(client, name)
         .await?
         .with_context(|| format!("node {name}: missing"))?;
-    if vxlan_pools.is_empty() {
-        if !node.spec.ipv4_vxlan_tunnel_addr.is_empty() {
+    if tunnel_pools.is_empty() {
+        if !tunnel.current(&node.spec).is_empty() {
             let _ = ipam.release_by_handle(&handle).await;
-            return modify_node(client, name, |s| s.ipv4_vxlan_tunnel_addr.clear()).await;
+            return modify_node(client, name, |s| tunnel.set(s, String::new())).await;
         }
         return Ok(node);
     }
     let held = ipam.ips_by_handle(&handle).await.unwrap_or_default();
-    let current = node
-        .spec
-        .ipv4_vxlan_tunnel_addr
-        .parse::<std::net::IpAddr>()
-        .ok();
-    let keep = current.filter(|ip| held.contains(ip) && vxlan_pools.iter().any(|p| p.contains(ip)));
+    let current = tunnel.current(&node.spec).parse::<std::net::IpAddr>().ok();
+    let keep =
+        current.filter(|ip| held.contains(ip) && tunnel_pools.iter().any(|p| p.contains(ip)));
     let addr = match keep {
         Some(ip) => ip,
         None => {
@@ -250,7 +311,7 @@ pub async fn ensure_vxlan_tunnel(
             attrs.insert(calico_ipam::attrs::NODE.to_string(), name.to_string());
             attrs.insert(
                 calico_ipam::attrs::TYPE.to_string(),
-                calico_ipam::attrs::TYPE_VXLAN.to_string(),
+                tunnel.attr_type().to_string(),
             );
             let out = ipam
                 .auto_assign(AutoAssignArgs {
@@ -258,26 +319,26 @@ pub async fn ensure_vxlan_tunnel(
                     handle_id: Some(handle.clone()),
                     attrs,
                     hostname: name.to_string(),
-                    ipv4_pools: vxlan_pools.clone(),
+                    ipv4_pools: tunnel_pools.clone(),
                     intended_use: AllowedUse::Tunnel,
                     ..AutoAssignArgs::default()
                 })
                 .await
-                .with_context(|| format!("node {name}: allocate vxlan tunnel address"))?;
+                .with_context(|| format!("node {name}: allocate {tunnel:?} tunnel address"))?;
             let Some(a) = out.v4.ips.first() else {
                 bail!(
-                    "node {name}: no vxlan tunnel address available: {}",
+                    "node {name}: no {tunnel:?} tunnel address available: {}",
                     out.v4.msgs.join("; ")
                 );
             };
-            tracing::info!(node = name, addr = %a.addr(), "allocated vxlan tunnel address");
+            tracing::info!(node = name, addr = %a.addr(), ?tunnel, "allocated tunnel address");
             a.addr()
         }
     };
     let mac = felix_routes::plan::vtep_mac(name).to_string();
     modify_node(client, name, |s| {
-        s.ipv4_vxlan_tunnel_addr = addr.to_string();
-        if s.vxlan_tunnel_mac_addr.is_empty() {
+        tunnel.set(s, addr.to_string());
+        if tunnel == Tunnel::Vxlan && s.vxlan_tunnel_mac_addr.is_empty() {
             s.vxlan_tunnel_mac_addr = mac.clone();
         }
     })

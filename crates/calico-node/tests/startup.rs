@@ -161,3 +161,30 @@ async fn vxlan_tunnel_address_allocated_kept_and_released() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn ipip_tunnel_address_goes_to_spec_bgp() {
+    let (_d, kv, c) = setup();
+    let e = env(&[
+        ("CALICO_IPV4POOL_CIDR", "10.72.0.0/16"),
+        ("CALICO_IPV4POOL_IPIP", "Always"),
+    ]);
+    startup::ensure_default_pool(&c, &e).await.unwrap();
+    startup::ensure_node(&c, "n2", Some("10.0.0.2/24".parse().unwrap()), &e)
+        .await
+        .unwrap();
+    let n = startup::ensure_tunnel(&kv, &c, "n2", startup::Tunnel::Ipip)
+        .await
+        .unwrap();
+    let addr = n.spec.bgp.unwrap().ipv4_ipip_tunnel_addr;
+    assert!(addr.starts_with("10.72."), "{addr}");
+    assert_eq!(n.spec.ipv4_vxlan_tunnel_addr, "");
+    let ipam = calico_ipam::IpamClient::new(kv.clone());
+    assert_eq!(
+        ipam.ips_by_handle("ipip-tunnel-addr-n2").await.unwrap(),
+        vec![addr.parse::<std::net::IpAddr>().unwrap()]
+    );
+    // No VXLAN pool: the VXLAN step changes nothing.
+    let n = startup::ensure_vxlan_tunnel(&kv, &c, "n2").await.unwrap();
+    assert_eq!(n.spec.ipv4_vxlan_tunnel_addr, "");
+}
