@@ -328,3 +328,113 @@ async fn sync_routes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{BlockInfo, FelixSettings, NodeInfo, PlanInput, PoolInfo, plan as make_plan};
+    use calico_linux::fake::FakeNetlink;
+    use calico_model::resources::ipam::EncapMode;
+    use std::collections::BTreeMap;
+
+    fn input(blocks: &[(&str, &str)]) -> PlanInput {
+        let mut nodes = BTreeMap::new();
+        for (n, ip, vtep) in [
+            ("a", "10.0.0.1/24", "192.168.0.1"),
+            ("b", "10.0.0.2/24", "192.168.1.1"),
+        ] {
+            nodes.insert(
+                n.to_string(),
+                NodeInfo {
+                    name: n.into(),
+                    ipv4: Some(ip.parse().unwrap()),
+                    vxlan_tunnel_addr: Some(vtep.parse().unwrap()),
+                    ..Default::default()
+                },
+            );
+        }
+        PlanInput {
+            local_node: "a".into(),
+            nodes,
+            pools: vec![PoolInfo {
+                name: "p".into(),
+                cidr: "192.168.0.0/16".parse().unwrap(),
+                vxlan: EncapMode::Always,
+                ipip: EncapMode::Never,
+                disabled: false,
+            }],
+            blocks: blocks
+                .iter()
+                .map(|(c, n)| BlockInfo {
+                    cidr: c.parse().unwrap(),
+                    node: Some(n.to_string()),
+                })
+                .collect(),
+            felix: FelixSettings::default(),
+            host_mtu: 1500,
+            ipip_available: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn applies_idempotently_and_removes_stale_routes() {
+        let nl = FakeNetlink::new();
+        let eth0 = nl.add_existing_link("eth0", None, 1500, true);
+        nl.add_address(eth0, "10.0.0.1/24".parse().unwrap())
+            .await
+            .unwrap();
+        // A stale route of ours and a foreign route that must survive.
+        nl.add_route(&Route::blackhole("10.250.0.0/24".parse().unwrap()).with_protocol(80))
+            .await
+            .unwrap();
+        nl.add_route(&Route::blackhole("10.251.0.0/24".parse().unwrap()).with_protocol(3))
+            .await
+            .unwrap();
+        let host = host_facts(&nl, Some("10.0.0.1".parse().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(host.parent_index, Some(eth0));
+        let p = make_plan(&input(&[("192.168.0.0/26", "a"), ("192.168.1.0/26", "b")]));
+        let r = apply(&nl, &p, host).await.unwrap();
+        assert!(r.changed());
+        assert_eq!(r.routes_removed, 1);
+        let vx = nl.link_by_name("vxlan.calico").await.unwrap().unwrap();
+        assert_eq!(vx.mtu, 1450);
+        let routes = nl.list_routes(&RouteFilter::v4()).await.unwrap();
+        let dsts: Vec<String> = routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(dsts, ["10.251.0.0/24", "192.168.0.0/26", "192.168.1.0/26"]);
+        let remote = routes
+            .iter()
+            .find(|r| r.dst.to_string() == "192.168.1.0/26")
+            .unwrap();
+        assert_eq!(remote.oif, Some(vx.index));
+        assert!(remote.onlink);
+        assert_eq!(nl.list_fdb(vx.index).await.unwrap().len(), 1);
+        assert_eq!(
+            nl.list_neighbours(Family::V4, Some(vx.index))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // Second apply: nothing to do.
+        let again = apply(&nl, &p, host).await.unwrap();
+        assert!(!again.changed(), "{again:?}");
+        // Node b's block goes away: its route is removed, the VTEP stays.
+        let p2 = make_plan(&input(&[("192.168.0.0/26", "a")]));
+        let r = apply(&nl, &p2, host).await.unwrap();
+        assert_eq!(r.routes_removed, 1);
+        assert!(
+            nl.list_routes(&RouteFilter::v4().protocol(80))
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.dst.to_string() != "192.168.1.0/26")
+        );
+        // VXLAN off everywhere: the device goes.
+        let mut i = input(&[("192.168.0.0/26", "a")]);
+        i.felix.vxlan_enabled = Some(false);
+        apply(&nl, &make_plan(&i), host).await.unwrap();
+        assert!(nl.link_by_name("vxlan.calico").await.unwrap().is_none());
+    }
+}
