@@ -155,19 +155,22 @@ impl RouteSync {
         };
         loop {
             // (Re)list everything, then watch from the listing.
-            let mut state = State::default();
-            let mut streams = Vec::new();
-            let mut rev = 0;
-            for p in prefixes() {
-                let listed = self.kv.list(&p).await?;
-                if let Some(map) = state.map_for(&p) {
-                    for kv in listed.kvs {
-                        map.insert(kv.key, kv.value);
+            let (mut state, streams, rev) = match self.list_and_watch().await {
+                Ok(v) => v,
+                Err(e) => {
+                    // The datastore may come back: keep the kernel as it is and retry.
+                    tracing::warn!(error = %e, "datastore list/watch failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        changed = shutdown.changed() => {
+                            if changed.is_err() || *shutdown.borrow() {
+                                return Ok(());
+                            }
+                            continue;
+                        }
                     }
                 }
-                rev = rev.max(listed.revision);
-                streams.push(self.kv.watch(&p, listed.revision).await?);
-            }
+            };
             let mut events = futures::stream::select_all(streams);
             if let Err(e) = self.program(&nl, &state, rev).await {
                 tracing::warn!(error = %e, "route programming failed; retrying on next change or resync");
@@ -224,6 +227,25 @@ impl RouteSync {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+
+    async fn list_and_watch(
+        &self,
+    ) -> Result<(State, Vec<calico_datastore::WatchStream>, Revision), RoutesError> {
+        let mut state = State::default();
+        let mut streams = Vec::new();
+        let mut rev = 0;
+        for p in prefixes() {
+            let listed = self.kv.list(&p).await?;
+            if let Some(map) = state.map_for(&p) {
+                for kv in listed.kvs {
+                    map.insert(kv.key, kv.value);
+                }
+            }
+            rev = rev.max(listed.revision);
+            streams.push(self.kv.watch(&p, listed.revision).await?);
+        }
+        Ok((state, streams, rev))
     }
 
     async fn program(
