@@ -97,12 +97,17 @@ impl Nft for CountingNft {
     }
 }
 
+/// Applies a `LogSeverityScreen` value to the process's logging.
+pub type LogLevelSetter = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Everything the process needs to start.
 pub struct Startup {
     pub env: BTreeMap<String, String>,
     pub kv: Arc<dyn KvStore>,
     /// Set by the caller when a readiness gate from outside (felix-routes) should be added.
     pub readiness_gates: Vec<(String, watch::Receiver<bool>)>,
+    /// Called with `LogSeverityScreen` whenever it changes (live log level).
+    pub set_log_level: Option<LogLevelSetter>,
 }
 
 /// Reads the FelixConfiguration layers (`node.<node>`, `default`) once, retrying while the
@@ -200,6 +205,9 @@ pub async fn run(start: Startup, mut shutdown: watch::Receiver<bool>) -> Result<
     };
     let m = merged(&env_layer, &node_layer, &global_layer);
     let cfg = FelixConfig::from_merged(&node, &m)?;
+    if let Some(f) = &start.set_log_level {
+        f(&cfg.log_severity_screen);
+    }
     info!(node = %node, ?cfg, "felix starting");
 
     let health = Health::new();
@@ -307,6 +315,7 @@ pub async fn run(start: Startup, mut shutdown: watch::Receiver<bool>) -> Result<
         nft: NftDataplane::new(nft, cfg.nft_config()),
         eps: EndpointManager::new(netlink, Arc::clone(&sysctl), endpoint_config(&cfg)),
         sysctl,
+        set_log_level: start.set_log_level,
         graph: CalcGraph::new(node),
         cfg,
         cfg_tx,
@@ -354,6 +363,7 @@ struct Agent {
     nft: NftDataplane<CountingNft>,
     eps: EndpointManager,
     sysctl: Arc<dyn Sysctl>,
+    set_log_level: Option<LogLevelSetter>,
     pools: BTreeMap<String, PoolNat>,
     /// Cluster-wide resource identities by kind (for the `felix_cluster_*` gauges).
     cluster: BTreeMap<&'static str, BTreeSet<(String, String)>>,
@@ -623,6 +633,11 @@ impl Agent {
         match FelixConfig::from_merged(&self.node, &m) {
             Ok(cfg) if cfg != self.cfg => {
                 info!(config = %name, "applying configuration change live");
+                if cfg.log_severity_screen != self.cfg.log_severity_screen
+                    && let Some(f) = &self.set_log_level
+                {
+                    f(&cfg.log_severity_screen);
+                }
                 self.nft.set_config(cfg.nft_config());
                 self.eps.set_config(endpoint_config(&cfg));
                 self.cfg = cfg.clone();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use calico_datastore::config::{DatastoreConfig, connect};
-use felix::agent::{self, Exit, RESTART_EXIT_CODE, Startup};
+use felix::agent::{self, Exit, LogLevelSetter, RESTART_EXIT_CODE, Startup};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -17,40 +17,59 @@ fn env_get<'a>(env: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str>
         .filter(|v| !v.trim().is_empty())
 }
 
-fn init_tracing(env: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let level = match env_get(env, "FELIX_LOGSEVERITYSCREEN")
-        .unwrap_or("info")
-        .to_ascii_lowercase()
-        .as_str()
-    {
+/// Upstream severities (`Debug`, `Info`, `Warning`, `Error`, `Fatal`, `Panic`, `None`) as a
+/// tracing filter.
+fn filter_for(severity: &str) -> tracing_subscriber::EnvFilter {
+    let level = match severity.to_ascii_lowercase().as_str() {
         "debug" => "debug",
         "warning" | "warn" => "warn",
         "error" | "fatal" | "panic" => "error",
         "none" => "off",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::EnvFilter::new(level)
+}
+
+/// Sets up logging to stderr or `FELIX_LOGFILEPATH`; returns the live level setter (`RUST_LOG`,
+/// when set, wins and is not changed).
+fn init_tracing(env: &BTreeMap<String, String>) -> anyhow::Result<Option<LogLevelSetter>> {
+    let from_rust_log = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").ok();
+    let fixed = from_rust_log.is_some();
+    let filter = from_rust_log
+        .unwrap_or_else(|| filter_for(env_get(env, "FELIX_LOGSEVERITYSCREEN").unwrap_or("info")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match env_get(env, "FELIX_LOGFILEPATH").filter(|p| !p.eq_ignore_ascii_case("none")) {
-        Some(path) => {
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("log directory {}", dir.display()))?;
+    let setter: LogLevelSetter =
+        match env_get(env, "FELIX_LOGFILEPATH").filter(|p| !p.eq_ignore_ascii_case("none")) {
+            Some(path) => {
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("log directory {}", dir.display()))?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("log file {path}"))?;
+                let builder = builder
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter_reloading();
+                let handle = builder.reload_handle();
+                builder.init();
+                Box::new(move |sev: &str| {
+                    let _ = handle.reload(filter_for(sev));
+                })
             }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("log file {path}"))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
-        }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
+            None => {
+                let builder = builder.with_writer(std::io::stderr).with_filter_reloading();
+                let handle = builder.reload_handle();
+                builder.init();
+                Box::new(move |sev: &str| {
+                    let _ = handle.reload(filter_for(sev));
+                })
+            }
+        };
+    Ok((!fixed).then_some(setter))
 }
 
 async fn shutdown_signal(tx: watch::Sender<bool>) {
@@ -69,7 +88,10 @@ async fn shutdown_signal(tx: watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
-async fn run(env: BTreeMap<String, String>) -> anyhow::Result<Exit> {
+async fn run(
+    env: BTreeMap<String, String>,
+    set_log_level: Option<LogLevelSetter>,
+) -> anyhow::Result<Exit> {
     let ds = DatastoreConfig::load(None, &env).context("datastore configuration")?;
     let kv = connect(&ds).await.context("datastore connection")?;
     let (tx, rx) = watch::channel(false);
@@ -79,6 +101,7 @@ async fn run(env: BTreeMap<String, String>) -> anyhow::Result<Exit> {
             env,
             kv,
             readiness_gates: Vec::new(),
+            set_log_level,
         },
         rx,
     )
@@ -88,10 +111,13 @@ async fn run(env: BTreeMap<String, String>) -> anyhow::Result<Exit> {
 
 fn main() -> ExitCode {
     let env = DatastoreConfig::process_env();
-    if let Err(e) = init_tracing(&env) {
-        eprintln!("calico-felix: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let set_log_level = match init_tracing(&env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("calico-felix: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,7 +129,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(env)) {
+    match rt.block_on(run(env, set_log_level)) {
         Ok(Exit::Shutdown) => {
             info!("felix stopped");
             ExitCode::SUCCESS
