@@ -668,4 +668,40 @@ mod tests {
             "sysctls are written once per interface"
         );
     }
+
+    #[tokio::test]
+    async fn ipv6_endpoint_gets_a_128_route_and_ndp_sysctls() {
+        let nl = FakeNetlink::new();
+        let sc = Arc::new(FakeSysctl::new());
+        let mut m = manager(&nl, &sc, None);
+        let (id, mut ep) = wep("cali6", "10.0.0.6");
+        ep.ipv6_nets = vec!["fd00::6/128".into()];
+        m.upsert_endpoint(id, ep);
+        let idx = nl.add_existing_link("cali6", None, 1500, true);
+        links(&nl, &mut m);
+        let (r, errs) = m.apply(Instant::now()).await;
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(r.num_routes, 2);
+        let v6: IpNet = "fd00::6/128".parse().unwrap();
+        assert!(
+            nl.state()
+                .routes
+                .iter()
+                .any(|r| r.dst == v6 && r.oif == Some(idx) && r.protocol == 3)
+        );
+        assert_eq!(
+            sc.iface_value("cali6", IfaceKey::ProxyNdp).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            sc.iface_value("cali6", IfaceKey::Ipv6Forwarding).as_deref(),
+            Some("1")
+        );
+        // With IPv6 support off, only the IPv4 route is programmed.
+        let mut cfg = m.cfg.clone();
+        cfg.ipv6 = false;
+        m.set_config(cfg);
+        let (r, _) = m.apply(Instant::now()).await;
+        assert_eq!(r.num_routes, 1);
+    }
 }
