@@ -396,6 +396,7 @@ impl Agent {
         let mut nft_tick = ticker(self.cfg.nft_refresh_interval);
         let mut route_tick = ticker(self.cfg.route_refresh_interval);
         let mut beat = tokio::time::interval(Duration::from_secs(5));
+        let mut if_open = true;
         let mut intervals = (
             self.cfg.nft_refresh_interval,
             self.cfg.route_refresh_interval,
@@ -427,7 +428,13 @@ impl Agent {
                         }
                     }
                 }
-                ev = if_rx.recv() => {
+                ev = if_rx.recv(), if if_open => {
+                    if ev.is_none() {
+                        // Only on shutdown, or if the monitor task died; the periodic route
+                        // pass keeps working from the last known interfaces.
+                        warn!("interface monitor stopped");
+                        if_open = false;
+                    }
                     if let Some(ev) = ev {
                         self.on_iface(ev);
                         for _ in 0..MAX_BATCH {
