@@ -172,6 +172,7 @@ fn endpoint_config(cfg: &FelixConfig) -> EndpointConfig {
         status_dir: (!cfg.endpoint_status_path_prefix.as_os_str().is_empty())
             .then(|| cfg.endpoint_status_path_prefix.join("endpoint-status")),
         workload_prefixes: cfg.interface_prefixes.clone(),
+        interface_exclude: cfg.interface_exclude.clone(),
     }
 }
 

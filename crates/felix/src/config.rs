@@ -451,19 +451,22 @@ impl FelixConfig {
 
     /// Whether `name` is a workload interface (prefix match, not excluded).
     pub fn is_workload_iface(&self, name: &str) -> bool {
-        self.interface_prefixes
-            .iter()
-            .any(|p| name.starts_with(p.as_str()))
-            && !self.interface_exclude.iter().any(|x| {
-                if let Some(re) = x.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
-                    // Only the simple regex forms `^prefix` / `prefix.*` are supported.
-                    let re = re.trim_start_matches('^').trim_end_matches(".*");
-                    name.starts_with(re)
-                } else {
-                    x == name
-                }
-            })
+        is_workload_iface(&self.interface_prefixes, &self.interface_exclude, name)
     }
+}
+
+/// Whether `name` matches one of `prefixes` and none of `exclude` (names, or `/regex/` in the
+/// simple forms `/^prefix/` and `/prefix.*/`).
+pub fn is_workload_iface(prefixes: &[String], exclude: &[String], name: &str) -> bool {
+    prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        && !exclude.iter().any(|x| {
+            if let Some(re) = x.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
+                let re = re.trim_start_matches('^').trim_end_matches(".*");
+                name.starts_with(re)
+            } else {
+                x == name
+            }
+        })
 }
 
 /// The node name: `FELIX_FELIXHOSTNAME`, else `NODENAME`, else the hostname.

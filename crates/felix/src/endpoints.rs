@@ -54,13 +54,13 @@ pub struct EndpointConfig {
     /// `<EndpointStatusPathPrefix>/endpoint-status`; `None` disables the files.
     pub status_dir: Option<PathBuf>,
     pub workload_prefixes: Vec<String>,
+    /// `InterfaceExclude`.
+    pub interface_exclude: Vec<String>,
 }
 
 impl EndpointConfig {
     fn is_workload(&self, name: &str) -> bool {
-        self.workload_prefixes
-            .iter()
-            .any(|p| name.starts_with(p.as_str()))
+        crate::config::is_workload_iface(&self.workload_prefixes, &self.interface_exclude, name)
     }
 
     /// Route protocols we own on workload interfaces when `RemoveExternalRoutes` is off.
@@ -558,6 +558,7 @@ mod tests {
                 ipv6: true,
                 status_dir: dir,
                 workload_prefixes: vec!["cali".into()],
+                interface_exclude: vec![],
             },
         )
     }
