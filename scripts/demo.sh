@@ -1,92 +1,106 @@
 #!/usr/bin/env bash
-# The main job: install what is missing, build, and show calico-rs working on a throw-away
-# embedded datastore (a temporary SQLite file; nothing on the machine is changed).
+# The main job: install what is missing, build, and show calico-rs running a 3-node cluster in
+# network namespaces on this machine: calico-node (Felix + BIRD) per node, pods made by the real
+# `calico` CNI plugin, the embedded datastore, Kubernetes NetworkPolicy enforced in the kernel.
+# Nothing outside the lab's own namespaces is touched; everything is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bold() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+say() { printf '$ %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "demo: the lab creates network namespaces and needs root (run: sudo $0)" >&2
+  exit 1
+fi
+
+bold "checking packages (installs only what is missing)"
 ./scripts/setup.sh
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@" || true; }
-
-step "building (release; the first build takes a few minutes)"
-cargo build --release -q -p calicoctl -p calico-cni
-C=./target/release/calicoctl
-CNI=./target/release/calico
-
+bold "building the binaries (release; the first build takes several minutes)"
+cargo build --release -p calico-lab -p calico-cni -p calicoctl -p calico-node -p felix --bins
+LAB=./target/release/calico-lab
+NAME=demo
 work=$(mktemp -d /tmp/calico-demo.XXXXXX)
-prefix="crsdemo$$"
+
 cleanup() {
-  for ns in $(ip netns list 2>/dev/null | awk -v p="$prefix" '$1 ~ "^"p {print $1}'); do
-    ip netns del "$ns" 2>/dev/null || true
-  done
+  bold "tearing the lab down"
+  "$LAB" down --name "$NAME" 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
-export DATASTORE_TYPE=embedded CALICO_DATASTORE_PATH="$work/calico.db"
+# A lab of an earlier, interrupted demo goes first.
+"$LAB" down --name "$NAME" >/dev/null 2>&1 || true
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-step "validate example manifests (no datastore needed)"
-run $C validate -f examples/demo-resources.yaml
-step "an invalid manifest is rejected with the field named"
-run $C validate -f examples/demo-invalid.yaml
+lab() { say "calico-lab $*"; "$LAB" "$@"; }
 
-step "apply them to the embedded datastore ($CALICO_DATASTORE_PATH)"
-run $C apply -f examples/demo-resources.yaml
-step "list resources as operators see them"
-run $C get tiers
-run $C get globalnetworkpolicies -o wide
-run $C get networkpolicies -A
-run $C get ippools -o wide
-run $C get globalnetworksets
-run $C get networkpolicy allow-frontend-to-api -n shop -o yaml
+bold "bringing up a 3-node lab (fabric bridge + 3 node namespaces, calico-node in each, embedded store)"
+lab up --name "$NAME" --nodes 3 --routing bgp-mesh --datastore embedded
 
-step "selectors: evaluation and canonical form"
-run $C selector eval 'app == "web" && tier in {"fe", "be"}' --labels '{"app":"web","tier":"fe"}'
-run $C selector eval 'app == "web" && tier in {"fe", "be"}' --labels '{"app":"db"}'
-run $C selector parse '!(has(b)||!has(a))'
+bold "starting pods through the calico CNI plugin (namespace shop, plus an outsider)"
+lab pod add --name "$NAME" shop/frontend --node node-1 --label app=frontend
+lab pod add --name "$NAME" shop/api --node node-2 --label app=api
+lab pod add --name "$NAME" shop/db --node node-3 --label app=db
+lab pod add --name "$NAME" other/intruder --node node-1 --label app=intruder
+lab status --name "$NAME"
 
-step "label and patch, then see the change"
-run $C label globalnetworkset known-bad env=prod
-run $C patch ippool demo-pool -p '{"spec":{"natOutgoing":false}}'
-run $C get ippool demo-pool -o yaml
+bold "inside a pod: its address, and the default route via 169.254.1.1 (proxy ARP on the node)"
+lab exec --name "$NAME" shop/frontend -- ip -4 -br addr show eth0
+lab exec --name "$NAME" shop/frontend -- ip route
 
-if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
-  step "the CNI plugin on the real kernel: a node and two workloads, each its own network namespace"
-  node="$prefix-node"
-  ip netns add "$node"; ip -n "$node" link set lo up
-  # A real host has a default route; proxy ARP for 169.254.1.1 needs a route covering it.
-  ip -n "$node" route add 169.254.1.1/32 dev lo
-  ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
-  conf='{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calico","nodename":"demo-node",
-         "datastore_type":"embedded","datastore_path":"'"$CALICO_DATASTORE_PATH"'","mtu":1450,
-         "ipam":{"type":"calico-ipam"}}'
-  cni() { # cni ADD|DEL <pod>
-    CNI_COMMAND=$1 CNI_CONTAINERID="ctr-$2" CNI_NETNS="/var/run/netns/$prefix-$2" CNI_IFNAME=eth0 \
-      CNI_ARGS="K8S_POD_NAMESPACE=shop;K8S_POD_NAME=$2" ip netns exec "$node" "$CNI" <<<"$conf"
-  }
-  declare -A ipof
-  for pod in frontend api; do
-    ip netns add "$prefix-$pod"
-    printf '$ CNI_COMMAND=ADD calico   (pod shop/%s)\n' "$pod"
-    res=$(cni ADD "$pod") || { echo "$res"; exit 1; }
-    echo "$res"
-    ipof[$pod]=$(grep -o '"address":"[0-9.]*' <<<"$res" | cut -d'"' -f4)
-  done
-  run $C get workloadendpoints -n shop -o wide
-  printf '$ ip -n <node> route   (one /32 per workload, through its cali veth)\n'
-  ip -n "$node" route | grep cali || true
-  printf '$ ping from shop/frontend (%s) to shop/api (%s)\n' "${ipof[frontend]}" "${ipof[api]}"
-  ip netns exec "$prefix-frontend" busybox ping -c 2 -W 2 "${ipof[api]}" || true
-  for pod in frontend api; do printf '$ CNI_COMMAND=DEL calico   (pod shop/%s)\n' "$pod"; cni DEL "$pod"; done
-  run $C get workloadendpoints -n shop
+bold "connectivity before any policy (everything open; pods on 3 nodes, routes from BIRD)"
+lab matrix --name "$NAME" 80/TCP
+
+bold "applying Kubernetes NetworkPolicies: api only from frontend, db only from api"
+cat >"$work/policy.yaml" <<'YAML'
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-from-frontend, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: frontend}}}]
+    ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-api, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: api}}}]
+YAML
+sed 's/^/    /' "$work/policy.yaml"
+lab calicoctl --name "$NAME" -- apply -f "$work/policy.yaml"
+lab calicoctl --name "$NAME" -- get networkpolicy -A
+lab wait --name "$NAME"
+
+bold "connectivity with the policies (row = from, column = to)"
+lab matrix --name "$NAME" 80/TCP
+lab probe --name "$NAME" other/intruder shop/db 80/TCP || true
+lab probe --name "$NAME" shop/api shop/db 80/TCP || true
+
+bold "the same checks as a scenario file: the k8s-netpol conformance corpus, if present"
+corpus=../shared/corpus/k8s-netpol
+if [ -d "$corpus" ]; then
+  say "calico-lab scenario $corpus/01-default-deny-ingress.yaml $corpus/17-ingress-one-named-port.yaml"
+  CALICO_LAB_LOG=warn "$LAB" scenario "$corpus/01-default-deny-ingress.yaml" "$corpus/17-ingress-one-named-port.yaml" || true
 else
-  step "skipping the CNI part: it needs root (network namespaces)"
+  echo "(no corpus at $corpus; skipped)"
 fi
 
 cat <<'TXT'
 
-Try next:
-  export CALICO_DATASTORE_PATH=/tmp/my-calico.db
-  ./target/release/calicoctl apply -f examples/demo-resources.yaml
-  ./target/release/calicoctl get gnp -o yaml
-  ./scripts/test.sh        # every test, including datastore conformance against a real etcd
+Try next (as root):
+  ./target/release/calico-lab up --name mylab --nodes 3 --routing bgp-mesh   # or vxlan, bgp-route-reflector; --datastore etcd
+  ./target/release/calico-lab pod add --name mylab x/a --label app=web
+  ./target/release/calico-lab exec --name mylab x/a -- ip addr
+  ./target/release/calico-lab probe --name mylab x/a x/b 80/UDP               # TCP | UDP | SCTP | ICMP
+  ./target/release/calico-lab calicoctl --name mylab -- apply -f policy.yaml
+  ./target/release/calico-lab scenario ../shared/corpus/k8s-netpol --nodes 3 --datastore etcd
+  ./target/release/calico-lab bench --corpus ../shared/corpus/k8s-netpol
+  ./target/release/calico-lab down --name mylab        # or: calico-lab sweep (leftovers of killed labs)
 TXT

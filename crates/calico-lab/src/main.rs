@@ -85,6 +85,13 @@ enum Cmd {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
+    /// Wait until every node's Felix has applied the datastore's current revision.
+    Wait {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
     /// Remove leftovers of dead labs (killed `up`, killed test runs); `--all`: every lab.
     Sweep {
         #[arg(long)]
@@ -319,6 +326,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // calicoctl runs inside the lab's fabric namespace; the file system is the same.
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             print!("{}", lab.calicoctl(&argv, None)?);
+        }
+        Cmd::Wait { name, timeout_secs } => {
+            let lab = Lab::open(&name)?;
+            let took = lab.wait_converged(Duration::from_secs(timeout_secs))?;
+            println!(
+                "converged: every node's Felix applied revision {} ({} ms)",
+                lab.datastore_revision()?,
+                took.as_millis()
+            );
         }
         Cmd::Sweep { all } => {
             let removed = sweep::sweep(all)?;

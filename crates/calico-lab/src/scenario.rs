@@ -196,8 +196,13 @@ pub struct CaseResult {
     pub mismatches: Vec<Mismatch>,
     pub error: Option<String>,
     pub cells: usize,
-    /// Per step: from the step's changes being applied to every Felix reporting them applied.
+    /// Per step: from the step's changes being in the datastore (calicoctl returned) to every
+    /// node's Felix reporting that revision applied in the kernel.
     pub convergence: Vec<Duration>,
+    /// Per step: the time calicoctl took to apply the step's changes.
+    pub apply: Vec<Duration>,
+    /// Steps whose first probe round (right after convergence) already matched.
+    pub first_round_ok: usize,
     pub elapsed: Duration,
 }
 
@@ -879,8 +884,9 @@ impl Run<'_> {
                 std::mem::take(&mut self.policies).into_values().collect();
             self.lab.calicoctl_docs("delete", &all)?;
         }
+        res.apply.push(t_apply.elapsed());
         let conv = self.lab.wait_converged(self.opts.converge_timeout)?;
-        res.convergence.push(t_apply.elapsed().max(conv));
+        res.convergence.push(conv);
         let mut cells = Vec::new();
         for e in &step.expect {
             let proto: Proto = e.protocol.parse().map_err(|d| LabError::Scenario {
@@ -901,6 +907,9 @@ impl Run<'_> {
         }
         res.cells += cells.len();
         let mut observed = self.probe_cells(&cells)?;
+        if cells.iter().zip(&observed).all(|(c, o)| c.4 == *o) {
+            res.first_round_ok += 1;
+        }
         // Re-probe only the cells that differ, briefly: a late kernel update shows as a cell
         // that flips; a real mismatch stays.
         for _ in 0..2 {

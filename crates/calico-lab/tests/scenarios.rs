@@ -151,3 +151,102 @@ fn bad_scenario_names_the_field() {
     assert!(err.contains("GRE"), "{err}");
     let _ = Duration::ZERO;
 }
+
+/// The format's extensions and the label/delete steps: a host outside the cluster, explicit
+/// node placement on two nodes, add_pod_labels, add_namespace_labels, delete_all_policies, and
+/// placeholders.
+#[test]
+fn runner_extensions_and_label_steps() {
+    if !common::lab_available("runner_extensions_and_label_steps") {
+        return;
+    }
+    common::build_binaries();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ext.yaml");
+    std::fs::write(
+        &file,
+        r#"
+id: extensions
+topology: {nodes: [node-1, node-2], routing: bgp-mesh}
+setup:
+  namespaces:
+  - {name: x, labels: {ns: x}}
+  - {name: y, labels: {ns: y}}
+  pods:
+  - {name: x/a, namespace: x, pod: a, labels: {pod: a}, node: node-1}
+  - {name: x/b, namespace: x, pod: b, labels: {pod: b}, node: node-2, serviceAccount: robot}
+  - {name: y/c, namespace: y, pod: c, labels: {pod: c}, node: node-2}
+  server_ports:
+  - {port: 80, name: http}
+  hosts:
+  - {name: ext-1, address: 203.0.113.10}
+steps:
+- expect:
+  - port: 80
+    protocol: TCP
+    reachability:
+      x/a: {x/b: allowed, ext-1: allowed}
+      ext-1: {x/a: allowed, y/c: allowed}
+- create:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: a-egress-only-external, namespace: x}
+    spec:
+      podSelector: {matchLabels: {pod: a}}
+      policyTypes: [Egress]
+      egress:
+      - to: [{ipBlock: {cidr: 203.0.113.0/24}}]
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: c-from-friends, namespace: y}
+    spec:
+      podSelector: {}
+      policyTypes: [Ingress]
+      ingress:
+      - from: [{namespaceSelector: {matchLabels: {friend: "yes"}}, podSelector: {matchLabels: {pod: b}}}]
+  expect:
+  - port: 80
+    protocol: TCP
+    reachability:
+      x/a: {x/b: blocked, ext-1: allowed, y/c: blocked}
+      x/b: {x/a: allowed, y/c: blocked}
+      ext-1: {x/a: allowed, y/c: blocked}
+- add_namespace_labels: {namespace: x, labels: {friend: "yes"}}
+  expect:
+  - port: 80
+    protocol: TCP
+    reachability:
+      x/b: {y/c: allowed}
+      x/a: {y/c: blocked}
+- add_pod_labels: {pod: x/a, labels: {pod: b}}
+  update:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: a-egress-only-external, namespace: x}
+    spec:
+      podSelector: {matchLabels: {pod: a}}
+      policyTypes: [Egress]
+      egress:
+      - to: [{ipBlock: {cidr: "$(POD_IP y/c)/$(HOST_MASK)"}}]
+  expect:
+  - port: 80
+    protocol: TCP
+    reachability:
+      x/a: {y/c: allowed, x/b: allowed, ext-1: allowed}
+- delete_all_policies: true
+  expect:
+  - port: 80
+    protocol: TCP
+    reachability:
+      ext-1: {y/c: allowed}
+      y/c: {ext-1: allowed}
+  - protocol: ICMP
+    reachability:
+      x/a: {y/c: allowed}
+"#,
+    )
+    .expect("write scenario");
+    let r = scenario::run_file(&file, &RunOptions::default());
+    assert!(r.passed(), "{}", scenario::render_case(&r));
+    assert_eq!(r.convergence.len(), 5);
+}
