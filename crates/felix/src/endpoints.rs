@@ -451,10 +451,11 @@ impl EndpointManager {
             }
         }
         for (name, (id, content)) in &wanted {
-            if self.status_files.get(id) == Some(content) {
+            let path = dir.join(name);
+            // Rewritten when its content changed or someone removed it.
+            if self.status_files.get(id) == Some(content) && path.exists() {
                 continue;
             }
-            let path = dir.join(name);
             match write_atomic(&dir, &path, content) {
                 Ok(()) => {
                     self.status_files.insert(id.clone(), content.clone());
@@ -612,6 +613,10 @@ mod tests {
             .join("k8s%2Fns%2Fcali1%2Feth0");
         let content = std::fs::read_to_string(&file).unwrap();
         assert!(content.contains("\"ifaceName\":\"cali1\""), "{content}");
+        // Removed behind our back: written again on the next pass.
+        std::fs::remove_file(&file).unwrap();
+        assert!(m.write_status_files().is_empty());
+        assert!(file.exists());
         // Endpoint gone: route removed at once, status file removed.
         m.remove_endpoint(&id);
         let (r, errs) = m.apply(Instant::now()).await;
