@@ -269,7 +269,7 @@ impl Syncer {
             return WatchEnd::Stop;
         }
         self.retry = Duration::from_millis(200);
-        let mut idle = tokio::time::interval(Duration::from_millis(100));
+        let mut idle = tokio::time::interval(Duration::from_millis(50));
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_progress_check = tokio::time::Instant::now();
         let mut events_since_tick = true;
@@ -303,8 +303,8 @@ impl Syncer {
                         events_since_tick = false;
                         continue;
                     }
-                    // Idle: confirm progress at most every 500 ms.
-                    if last_progress_check.elapsed() < Duration::from_millis(500) {
+                    // Idle: confirm progress at most every 200 ms (a cheap revision read; a listing only when the store is ahead).
+                    if last_progress_check.elapsed() < Duration::from_millis(200) {
                         continue;
                     }
                     last_progress_check = tokio::time::Instant::now();
