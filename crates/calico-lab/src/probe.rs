@@ -273,7 +273,8 @@ fn probe_sctp(dst: Ipv4Addr, port: u16, timeout: Duration) -> std::io::Result<bo
 /// on every port. Runs until killed.
 pub fn serve(ports: &[u16]) -> Result<(), LabError> {
     let mut threads = Vec::new();
-    for &port in ports {
+    let ports: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    for &port in &ports {
         let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
             .map_err(|e| LabError::command(format!("serve: tcp port {port}"), e.to_string()))?;
         threads.push(std::thread::spawn(move || {
@@ -294,7 +295,7 @@ pub fn serve(ports: &[u16]) -> Result<(), LabError> {
     }
     let sctp = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_SCTP)))
         .map_err(|e| LabError::command("serve: raw sctp socket", e.to_string()))?;
-    let ports: Vec<u16> = ports.to_vec();
+    let ports: Vec<u16> = ports.into_iter().collect();
     threads.push(std::thread::spawn(move || serve_sctp(&sctp, &ports)));
     tracing::info!(?threads, "serving");
     for t in threads {

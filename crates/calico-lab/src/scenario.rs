@@ -808,13 +808,16 @@ impl Run<'_> {
         // The pod server is `calico-lab serve` (also when the lab runs inside a test binary).
         let me = bins::require("calico-lab")?;
         let mut argv = vec![me.display().to_string(), "serve".into()];
-        for st in &self.sc.steps {
-            for e in &st.expect {
-                if let Some(p) = e.port {
-                    argv.push("--port".into());
-                    argv.push(p.to_string());
-                }
-            }
+        let mut ports: BTreeSet<u16> = self.sc.setup.server_ports.iter().map(|p| p.port).collect();
+        ports.extend(
+            self.sc
+                .steps
+                .iter()
+                .flat_map(|st| st.expect.iter().filter_map(|e| e.port)),
+        );
+        for p in ports {
+            argv.push("--port".into());
+            argv.push(p.to_string());
         }
         let log = self.lab.state.dir().join(format!("host-{}.log", h.name));
         let child = InNs {
