@@ -738,3 +738,117 @@ fn faults_kill9_and_hand_deleted_rule() {
     );
     ck.done(&lab.felix);
 }
+
+/// Host endpoints through the agent: an external namespace behind the node's `eth0h`; failsafe,
+/// normal, preDNAT, applyOnForward and doNotTrack policy on real traffic, plus
+/// DefaultEndpointToHostAction Accept.
+#[test]
+fn host_endpoints_and_endpoint_to_host_accept() {
+    let Some(bin) = ready("host_endpoints_and_endpoint_to_host_accept") else {
+        return;
+    };
+    let mut lab = Lab::new(
+        &bin,
+        "fth",
+        false,
+        &[("FELIX_DEFAULTENDPOINTTOHOSTACTION", "Accept")],
+    );
+    let mut ck = Checks::default();
+    let ext = calico_linux::testlab::LabNs::new("fthx").unwrap();
+    let node = &lab.node.ns;
+    node.veth_to("eth0h", &ext, "eth0").unwrap();
+    node.ip(&["addr", "add", "10.98.0.1/24", "dev", "eth0h"])
+        .unwrap();
+    node.ip(&["link", "set", "eth0h", "up"]).unwrap();
+    ext.ip(&["addr", "add", "10.98.0.2/24", "dev", "eth0"])
+        .unwrap();
+    ext.ip(&["link", "set", "eth0", "up"]).unwrap();
+    ext.ip(&["route", "add", "10.65.0.0/16", "via", "10.98.0.1"])
+        .unwrap();
+    for port in [22, 7000, 7001] {
+        lab::tcp_echo(node, "10.98.0.1", port).unwrap();
+    }
+    lab::udp_echo(node, "10.98.0.1", 5353).unwrap();
+    let to_host = |port| lab::tcp_ok(&ext, "10.98.0.1", port, DENY_WAIT).unwrap();
+    let to_b = |port| lab::tcp_ok(&ext, "10.65.0.3", port, DENY_WAIT).unwrap();
+    let udp_host = || lab::udp_ok(&ext, "10.98.0.1", 5353, DENY_WAIT).unwrap();
+    let rev = lab.revision();
+    lab.wait("workloads", rev);
+    ck.expect(
+        true,
+        lab::tcp_ok(&lab.a.ns, HOST_IP, 7000, DENY_WAIT).unwrap(),
+        "DefaultEndpointToHostAction Accept: A -> host tcp/7000",
+    );
+    ck.expect(
+        true,
+        to_host(7000),
+        "no host endpoint: ext -> host tcp/7000",
+    );
+
+    lab.step(
+        "host endpoint without policy",
+        vec![res(
+            json!({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
+            "metadata": {"name": "h1", "labels": {"role": "host"}},
+            "spec": {"node": NODE, "interfaceName": "eth0h", "expectedIPs": ["10.98.0.1"]}}),
+        )],
+    );
+    ck.expect(false, to_host(7000), "HEP, no policy: ext -> host tcp/7000");
+    ck.expect(true, to_host(22), "failsafe: ext -> host tcp/22");
+    ck.expect(
+        true,
+        to_b(8080),
+        "HEP without forward policy: ext -> B tcp/8080 forwarded",
+    );
+
+    lab.step(
+        "normal, preDNAT and forward policy",
+        vec![
+            gnp("hep-normal", json!({"order": 10, "selector": "role == 'host'", "types": ["Ingress", "Egress"],
+                "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [7000, 7001]}}],
+                "egress": [{"action": "Allow"}]})),
+            gnp("hep-prednat", json!({"order": 5, "selector": "role == 'host'", "preDNAT": true, "applyOnForward": true,
+                "types": ["Ingress"],
+                "ingress": [{"action": "Deny", "protocol": "TCP", "source": {"nets": ["10.98.0.2/32"]}, "destination": {"ports": [7001]}}]})),
+            gnp("hep-forward", json!({"order": 20, "selector": "role == 'host'", "applyOnForward": true,
+                "types": ["Ingress"],
+                "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"nets": ["10.65.0.3/32"], "ports": [9050]}},
+                            {"action": "Allow", "destination": {"nets": ["10.65.0.0/16"]}}]})),
+        ],
+    );
+    ck.expect(
+        true,
+        to_host(7000),
+        "normal HEP policy: ext -> host tcp/7000",
+    );
+    ck.expect(
+        false,
+        to_host(7001),
+        "preDNAT Deny beats normal Allow: ext -> host tcp/7001",
+    );
+    ck.expect(true, to_b(8080), "applyOnForward Allow: ext -> B tcp/8080");
+    ck.expect(false, to_b(9050), "applyOnForward Deny: ext -> B tcp/9050");
+    ck.expect(
+        false,
+        udp_host(),
+        "no untracked policy: ext -> host udp/5353",
+    );
+
+    lab.step(
+        "doNotTrack policy",
+        vec![gnp(
+            "hep-untracked",
+            json!({"order": 1, "selector": "role == 'host'", "doNotTrack": true,
+            "applyOnForward": true, "types": ["Ingress", "Egress"],
+            "ingress": [{"action": "Allow", "protocol": "UDP", "destination": {"ports": [5353]}}],
+            "egress": [{"action": "Allow", "protocol": "UDP", "source": {"ports": [5353]}}]}),
+        )],
+    );
+    ck.expect(
+        true,
+        udp_host(),
+        "doNotTrack Allow both ways: ext -> host udp/5353",
+    );
+    ck.expect(false, to_host(7001), "doNotTrack does not open tcp/7001");
+    ck.done(&lab.felix);
+}
