@@ -222,13 +222,20 @@ async fn refresh(
     router_id: Option<std::net::Ipv4Addr>,
     paths: &BirdPaths,
 ) {
+    let t0 = std::time::Instant::now();
     match render_once(kv, node, router_id, paths).await {
         Ok(true) => {
+            let rendered = t0.elapsed();
             if paths.ctl.exists()
                 && let Err(e) = reload(&paths.ctl).await
             {
                 tracing::warn!(error = format!("{e:#}"), "bird reload failed");
             }
+            tracing::info!(
+                render_ms = rendered.as_millis() as u64,
+                total_ms = t0.elapsed().as_millis() as u64,
+                "bird.cfg changed"
+            );
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(error = format!("{e:#}"), "bird config not rendered"),
