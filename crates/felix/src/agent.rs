@@ -860,6 +860,15 @@ fn routes_config(env: &BTreeMap<String, String>, cfg: &FelixConfig) -> felix_rou
         } else {
             cfg.route_refresh_interval
         },
+        // Where the CNI plugin reads the pod MTU: next to the endpoint-status directory when
+        // that was moved (calico-node's per-node run directory), else the upstream path.
+        mtu_file: Some(
+            if cfg.endpoint_status_path_prefix.as_os_str() == crate::config::DEFAULT_STATUS_PREFIX {
+                std::path::PathBuf::from(felix_routes::mtu::DEFAULT_MTU_FILE)
+            } else {
+                cfg.endpoint_status_path_prefix.join("mtu")
+            },
+        ),
         ..felix_routes::RoutesConfig::default()
     };
     rc.overrides.vxlan_enabled = flag("FELIX_VXLANENABLED");

@@ -62,6 +62,9 @@ pub struct FelixConfig {
     pub openstack_region: String,
 }
 
+/// Default `EndpointStatusPathPrefix`.
+pub const DEFAULT_STATUS_PREFIX: &str = "/var/run/calico";
+
 /// Fields whose change needs a process restart (listeners, identity, address families); every
 /// other field is applied live.
 pub const RESTART_FIELDS: &[&str] = &[

@@ -211,6 +211,9 @@ fn felix_programs_policy_routes_and_status_in_a_lab() {
         "log:\n{}",
         felix.log()
     );
+    // felix-routes ran inside Felix (a readiness gate) and wrote the pod MTU for the CNI plugin.
+    let mtu = std::fs::read_to_string(run.join("mtu")).unwrap();
+    assert!(mtu.trim().parse::<u32>().is_ok(), "mtu file {mtu:?}");
     let (code, _) = felix.get("/readiness").unwrap();
     assert!(code == 200 || code == 204, "readiness {code}");
     let (code, _) = felix.get("/liveness").unwrap();
