@@ -30,12 +30,25 @@ pub async fn bgp_sessions(ctl: &Path) -> Result<Vec<(String, String)>> {
     let mut v = Vec::new();
     for line in text.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() >= 4 && cols[1] == "BGP" {
-            let info = cols.get(6..).map(|c| c.join(" ")).unwrap_or_default();
-            v.push((cols[0].to_string(), info));
+        if let Some(row) = bgp_row(&cols) {
+            v.push(row);
         }
     }
     Ok(v)
+}
+
+/// `Name Proto Table State Since Info` → (name, info) for BGP rows. `Since` is one token
+/// (`hh:mm:ss.sss`) or two (`yyyy-mm-dd hh:mm:ss`), depending on BIRD's timeformat.
+fn bgp_row(cols: &[&str]) -> Option<(String, String)> {
+    if cols.len() < 5 || cols[1] != "BGP" {
+        return None;
+    }
+    let mut info_at = 5;
+    if cols.len() > 5 && cols[5].contains(':') && !cols[4].contains(':') {
+        info_at = 6;
+    }
+    let info = cols.get(info_at..).map(|c| c.join(" ")).unwrap_or_default();
+    Some((cols[0].to_string(), info))
 }
 
 fn http_status(addr: &str, path: &str) -> Result<u16> {
@@ -89,4 +102,23 @@ pub async fn check_flags(args: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bgp_rows_with_both_time_formats() {
+        let row = |l: &str| bgp_row(&l.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(
+            row("Mesh_10_99_0_2 BGP --- up 09:01:00.123 Established"),
+            Some(("Mesh_10_99_0_2".into(), "Established".into()))
+        );
+        assert_eq!(
+            row("Node_10_0_0_9 BGP --- start 2026-11-22 09:01:00 Active Socket: refused"),
+            Some(("Node_10_0_0_9".into(), "Active Socket: refused".into()))
+        );
+        assert_eq!(row("kernel1 Kernel master4 up 09:01:00.123"), None);
+    }
 }

@@ -33,7 +33,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("calico-node: {e:#}");
-            tracing::error!(error = format!("{e:#}"), "Calico node failed to start");
+            if args.is_empty() {
+                tracing::error!(error = format!("{e:#}"), "Calico node failed to start");
+            }
             std::process::ExitCode::FAILURE
         }
     }

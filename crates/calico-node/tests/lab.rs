@@ -115,6 +115,47 @@ fn full_mesh_three_nodes_with_faults() {
     eprintln!("node-3 stopped: its block withdrawn after {t:?}");
     // The rest of the mesh stays.
     assert!(c.has_route(0, &blocks[1], "10.99.0.2"), "{}", c.routes(0));
+
+    // `calico-node -bird-ready` on node-1 now names the lost peer.
+    let ready = |i: usize| {
+        std::process::Command::new(common::node_bin())
+            .arg("-bird-ready")
+            .env("CALICO_RUN_DIR", &c.nodes[i].run_dir)
+            .output()
+            .unwrap()
+    };
+    let out = ready(0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("BIRD is not ready: BGP not established with Mesh_10_99_0_3"),
+        "{err}"
+    );
+    let out = ready(1);
+    assert!(!out.status.success(), "node-2 also lost node-3");
+}
+
+#[test]
+fn bird_ready_probe_passes_when_every_session_is_established() {
+    if !lab("bird_ready_probe_passes_when_every_session_is_established") {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.start_all(&[]);
+    c.wait_started(Duration::from_secs(20));
+    wait_for("session established", Duration::from_secs(20), || {
+        (c.established(0).len() == 1).then_some(())
+    });
+    let out = std::process::Command::new(common::node_bin())
+        .arg("-bird-ready")
+        .env("CALICO_RUN_DIR", &c.nodes[0].run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
