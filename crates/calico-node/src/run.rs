@@ -146,6 +146,20 @@ pub async fn run() -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
 
+    // Tunnel addresses follow later pool changes too (upstream's continuous
+    // allocate-tunnel-addrs).
+    if env.backend != Backend::None {
+        let tunnels = if env.backend == Backend::Bird {
+            vec![startup::Tunnel::Vxlan, startup::Tunnel::Ipip]
+        } else {
+            vec![startup::Tunnel::Vxlan]
+        };
+        let (kv2, client2, node2, rx) = (kv.clone(), client.clone(), node.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(tunnel_allocator(
+            kv2, client2, node2, tunnels, rx,
+        )));
+    }
+
     if env.disable_felix {
         let mtu_file = if run_dir_set {
             env.run_dir.join("mtu")
@@ -230,4 +244,49 @@ pub async fn run() -> Result<()> {
         let _ = std::fs::remove_file(env.run_dir.join("bird.ctl"));
     }
     Ok(())
+}
+
+/// Re-runs tunnel address allocation whenever an IP pool changes, until `stop`.
+async fn tunnel_allocator(
+    kv: Arc<dyn KvStore>,
+    client: Client,
+    node: String,
+    tunnels: Vec<startup::Tunnel>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    let prefix = calico_model::keys::resource_prefix("ippools", false, None);
+    loop {
+        let stream = match kv.current_revision().await {
+            Ok(rev) => kv.watch(&prefix, rev).await,
+            Err(e) => Err(e),
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel allocator: watch ippools failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                ev = stream.next() => {
+                    match ev {
+                        Some(Ok(calico_datastore::WatchEvent::Compacted { .. })) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => {
+                            for t in &tunnels {
+                                if let Err(e) = startup::ensure_tunnel(&kv, &client, &node, *t).await {
+                                    tracing::warn!(error = format!("{e:#}"), tunnel = ?t, "tunnel address not updated");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -359,6 +359,30 @@ fn vxlan_backend_two_nodes_tunnel_addresses_and_routes() {
         std::fs::read_to_string(c.nodes[0].run_dir.join("mtu")).unwrap(),
         "1450"
     );
+    // VXLAN switched off on the pool later: the running nodes release their tunnel addresses
+    // and felix-routes removes the device.
+    c.apply_json(json!({
+        "apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+        "metadata": {"name": "default-ipv4-ippool"},
+        "spec": {"cidr": common::POOL, "vxlanMode": "Never", "ipipMode": "Never",
+                 "blockSize": 26, "natOutgoing": true}
+    }));
+    let (_, t) = wait_for("tunnel address released", Duration::from_secs(10), || {
+        let n =
+            c.rt.block_on(calico_node::startup::get_node(&c.client, "node-2"))
+                .unwrap()
+                .unwrap();
+        n.spec.ipv4_vxlan_tunnel_addr.is_empty().then_some(())
+    });
+    eprintln!("vxlan off: tunnel address released after {t:?}");
+    wait_for("vxlan device removed", Duration::from_secs(10), || {
+        c.nodes[1]
+            .ns
+            .ip(&["link", "show", "vxlan.calico"])
+            .is_err()
+            .then_some(())
+    });
+
     // SIGTERM: calico-node exits cleanly.
     c.stop(0);
     let log = std::fs::read_to_string(c.nodes[0].run_dir.join("node.log")).unwrap();
