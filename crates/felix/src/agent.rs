@@ -65,7 +65,7 @@ pub enum AgentError {
 
 /// An [`Nft`] that counts calls and errors (`felix_nft_calls` / `felix_nft_errors`).
 struct CountingNft {
-    inner: NftCli,
+    inner: Arc<dyn Nft>,
     metrics: Arc<Metrics>,
 }
 
@@ -194,7 +194,34 @@ async fn tick(t: &mut Option<tokio::time::Interval>) {
 }
 
 /// Runs Felix until shutdown or a restart-requiring configuration change.
-pub async fn run(start: Startup, mut shutdown: watch::Receiver<bool>) -> Result<Exit, AgentError> {
+pub async fn run(start: Startup, shutdown: watch::Receiver<bool>) -> Result<Exit, AgentError> {
+    run_with(start, None, shutdown).await
+}
+
+/// The kernel touchpoints the agent uses; [`KernelDeps::real`] in production, fakes in tests.
+pub struct KernelDeps {
+    pub nft: Arc<dyn Nft>,
+    pub netlink: Arc<dyn Netlink>,
+    pub sysctl: Arc<dyn Sysctl>,
+}
+
+impl KernelDeps {
+    /// `nft` from PATH, rtnetlink and /proc/sys of the process's own namespace.
+    pub fn real() -> Result<KernelDeps, AgentError> {
+        Ok(KernelDeps {
+            nft: Arc::new(NftCli::new()),
+            netlink: Arc::new(RtNetlink::connect()?),
+            sysctl: Arc::new(ProcSysctl::new()),
+        })
+    }
+}
+
+/// [`run`] with the given kernel touchpoints (`None`: the real ones).
+pub async fn run_with(
+    start: Startup,
+    kernel: Option<KernelDeps>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Exit, AgentError> {
     let node = crate::config::node_name(&start.env);
     let env_layer = Layer::from_env(&start.env);
     // Validate the environment alone first, so a typo fails fast and names its variable.
@@ -268,8 +295,11 @@ pub async fn run(start: Startup, mut shutdown: watch::Receiver<bool>) -> Result<
         );
     }
 
-    let netlink: Arc<dyn Netlink> = Arc::new(RtNetlink::connect()?);
-    let sysctl: Arc<dyn Sysctl> = Arc::new(ProcSysctl::new());
+    let kernel = match kernel {
+        Some(k) => k,
+        None => KernelDeps::real()?,
+    };
+    let (netlink, sysctl) = (kernel.netlink, kernel.sysctl);
 
     // Inner shutdown for our own tasks, so a restart exit stops them too.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -303,44 +333,24 @@ pub async fn run(start: Startup, mut shutdown: watch::Receiver<bool>) -> Result<
         stop_rx.clone(),
     ));
 
-    let nft = CountingNft {
-        inner: NftCli::new(),
-        metrics: Arc::clone(&metrics),
-    };
-    let mut agent = Agent {
-        restart_key: m.restart_key(),
+    let mut agent = Agent::new(AgentParts {
+        node,
         env_layer,
         node_layer,
         global_layer,
-        node: node.clone(),
-        nft: NftDataplane::new(nft, cfg.nft_config()),
-        eps: EndpointManager::new(netlink, Arc::clone(&sysctl), endpoint_config(&cfg)),
-        sysctl,
-        set_log_level: start.set_log_level,
-        graph: CalcGraph::new(node),
+        restart_key: m.restart_key(),
         cfg,
-        cfg_tx,
-        ep_tx,
+        kernel: KernelDeps {
+            nft: kernel.nft,
+            netlink,
+            sysctl,
+        },
         health: Arc::clone(&health),
         metrics,
-        pools: BTreeMap::new(),
-        cluster: BTreeMap::new(),
-        pending_rev: 0,
-        ds_in_sync: false,
-        if_in_sync: false,
-        graph_dirty: false,
-        nft_dirty: true,
-        eps_dirty: true,
-        nft_resync_due: false,
-        applied_once: false,
-        retry_at: None,
-        retry_delay: Duration::from_millis(100),
-        grace_at: None,
-        started: Instant::now(),
-        restart: None,
-        active_policies: BTreeSet::new(),
-        active_sets: BTreeSet::new(),
-    };
+        cfg_tx,
+        ep_tx,
+        set_log_level: start.set_log_level,
+    });
     let exit = agent.main_loop(sync_rx, if_rx, &mut shutdown).await;
     let _ = stop_tx.send(true);
     for s in servers {
@@ -387,7 +397,68 @@ struct Agent {
 
 const MAX_BATCH: usize = 1000;
 
+/// What [`Agent::new`] needs.
+struct AgentParts {
+    node: String,
+    env_layer: Layer,
+    node_layer: Option<Layer>,
+    global_layer: Option<Layer>,
+    restart_key: Vec<(String, String)>,
+    cfg: FelixConfig,
+    kernel: KernelDeps,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    cfg_tx: watch::Sender<FelixConfig>,
+    ep_tx: watch::Sender<BTreeMap<WorkloadEndpointId, EndpointStatus>>,
+    set_log_level: Option<LogLevelSetter>,
+}
+
 impl Agent {
+    fn new(p: AgentParts) -> Agent {
+        let nft = CountingNft {
+            inner: p.kernel.nft,
+            metrics: Arc::clone(&p.metrics),
+        };
+        Agent {
+            restart_key: p.restart_key,
+            env_layer: p.env_layer,
+            node_layer: p.node_layer,
+            global_layer: p.global_layer,
+            nft: NftDataplane::new(nft, p.cfg.nft_config()),
+            eps: EndpointManager::new(
+                p.kernel.netlink,
+                Arc::clone(&p.kernel.sysctl),
+                endpoint_config(&p.cfg),
+            ),
+            sysctl: p.kernel.sysctl,
+            set_log_level: p.set_log_level,
+            graph: CalcGraph::new(p.node.clone()),
+            node: p.node,
+            cfg: p.cfg,
+            cfg_tx: p.cfg_tx,
+            ep_tx: p.ep_tx,
+            health: p.health,
+            metrics: p.metrics,
+            pools: BTreeMap::new(),
+            cluster: BTreeMap::new(),
+            pending_rev: 0,
+            ds_in_sync: false,
+            if_in_sync: false,
+            graph_dirty: false,
+            nft_dirty: true,
+            eps_dirty: true,
+            nft_resync_due: false,
+            applied_once: false,
+            retry_at: None,
+            retry_delay: Duration::from_millis(100),
+            grace_at: None,
+            started: Instant::now(),
+            restart: None,
+            active_policies: BTreeSet::new(),
+            active_sets: BTreeSet::new(),
+        }
+    }
+
     async fn main_loop(
         &mut self,
         mut sync_rx: mpsc::Receiver<SyncEvent>,
@@ -959,5 +1030,143 @@ async fn reporter(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use calico_linux::fake::{FakeNetlink, FakeNft, FakeSysctl};
+
+    fn resource(yaml: &str) -> Update {
+        let doc = calico_model::load::parse_documents(yaml, "t")
+            .unwrap()
+            .remove(0);
+        Update::upsert(AnyResource::from_value(doc).unwrap())
+    }
+
+    fn upd(update: Update, revision: Revision) -> SyncEvent {
+        SyncEvent::Update { update, revision }
+    }
+
+    fn agent(nft: &Arc<FakeNft>, nl: &FakeNetlink) -> Agent {
+        let env = Layer::from_env(&BTreeMap::new());
+        let m = Merged::new(&[&env]);
+        let cfg = FelixConfig::from_merged("node1", &m).unwrap();
+        let metrics = Metrics::new("node1").unwrap();
+        Agent::new(AgentParts {
+            node: "node1".into(),
+            env_layer: env,
+            node_layer: None,
+            global_layer: None,
+            restart_key: m.restart_key(),
+            cfg: cfg.clone(),
+            kernel: KernelDeps {
+                nft: Arc::clone(nft) as Arc<dyn Nft>,
+                netlink: Arc::new(nl.clone()),
+                sysctl: Arc::new(FakeSysctl::new()),
+            },
+            health: Health::new(),
+            metrics,
+            cfg_tx: watch::channel(cfg).0,
+            ep_tx: watch::channel(BTreeMap::new()).0,
+            set_log_level: None,
+        })
+    }
+
+    const PROFILE: &str = "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: p1}\n\
+        spec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n";
+    const WEP: &str = "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\n\
+        metadata: {name: node1-k8s-a-eth0, namespace: default}\n\
+        spec: {orchestrator: k8s, node: node1, pod: a, endpoint: eth0, interfaceName: cali1,\n\
+        \x20 ipNetworks: [10.65.0.1/32], profiles: [p1]}\n";
+
+    #[tokio::test]
+    async fn kernel_untouched_until_both_syncs_then_revisions_follow_applies() {
+        let nft = Arc::new(FakeNft::new());
+        let nl = FakeNetlink::new();
+        let idx = nl.add_existing_link("cali1", None, 1500, true);
+        let mut a = agent(&nft, &nl);
+
+        a.on_sync(upd(resource(PROFILE), 2));
+        a.on_sync(upd(resource(WEP), 3));
+        a.on_sync(SyncEvent::InSync { revision: 3 });
+        a.maybe_apply().await;
+        assert!(
+            nft.transactions().is_empty(),
+            "no nft before the interface monitor is in sync"
+        );
+        assert!(nl.state().routes.is_empty(), "no routes either");
+        assert_eq!(a.health.applied_revision(), 0);
+
+        a.on_iface(IfaceEvent::State(nl.state().links[&idx].clone()));
+        a.on_iface(IfaceEvent::InSync);
+        a.maybe_apply().await;
+        let t = nft.transactions();
+        assert_eq!(t.len(), 1);
+        assert!(
+            t[0].starts_with("table inet calico\ndelete table inet calico\n"),
+            "first apply replaces the table"
+        );
+        assert!(t[0].contains("\"cali1\" : goto fw-cali1"), "{}", t[0]);
+        assert!(nl.state().routes.iter().any(|r| r.oif == Some(idx)));
+        assert_eq!(a.health.applied_revision(), 3);
+        assert_eq!(a.health.readiness(), (true, vec![]));
+
+        // Progress on unwatched keys moves the applied revision without kernel work.
+        a.on_sync(SyncEvent::Progress { revision: 10 });
+        a.maybe_apply().await;
+        assert_eq!(a.health.applied_revision(), 10);
+        assert_eq!(nft.transactions().len(), 1);
+
+        // A failed transaction keeps the revision back until a retry succeeds.
+        let pol = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\n\
+            spec: {selector: all(), ingress: [{action: Deny}]}\n";
+        a.on_sync(upd(resource(pol), 11));
+        nft.fail_next_apply("/dev/stdin:1:1: Error: boom");
+        a.maybe_apply().await;
+        assert_eq!(a.health.applied_revision(), 10);
+        assert_eq!(a.metrics.dataplane_failures.get(), 1);
+        assert!(a.retry_at.is_some());
+        a.retry_at = None;
+        a.maybe_apply().await;
+        assert_eq!(a.health.applied_revision(), 11);
+        assert!(
+            nft.transactions()
+                .last()
+                .unwrap()
+                .starts_with("table inet calico\ndelete table")
+        );
+
+        // Live configuration: DefaultEndpointToHostAction comes from FelixConfiguration.
+        let fc = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n\
+            spec: {defaultEndpointToHostAction: Accept}\n";
+        a.on_sync(upd(resource(fc), 12));
+        a.maybe_apply().await;
+        assert_eq!(a.health.applied_revision(), 12);
+        assert!(
+            nft.transactions()
+                .last()
+                .unwrap()
+                .contains("accept comment"),
+            "{:?}",
+            nft.transactions().last()
+        );
+        assert!(a.restart.is_none());
+
+        // A listener field needs a restart.
+        let fc2 = "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n\
+            spec: {defaultEndpointToHostAction: Accept, healthPort: 9199}\n";
+        a.on_sync(upd(resource(fc2), 13));
+        assert!(a.restart.as_deref().unwrap().contains("healthport"));
+
+        // Pools drive natOutgoing.
+        let pool = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n\
+            spec: {cidr: 10.65.0.0/16, natOutgoing: true}\n";
+        a.on_sync(upd(resource(pool), 14));
+        a.maybe_apply().await;
+        assert!(nft.transactions().last().unwrap().contains("masquerade"));
+        assert_eq!(a.metrics.cluster_num_workload_endpoints.get(), 1);
     }
 }
