@@ -43,6 +43,7 @@ lab pod add --name "$NAME" shop/frontend --node node-1 --label app=frontend
 lab pod add --name "$NAME" shop/api --node node-2 --label app=api
 lab pod add --name "$NAME" shop/db --node node-3 --label app=db
 lab pod add --name "$NAME" other/intruder --node node-1 --label app=intruder
+lab wait --name "$NAME"
 lab status --name "$NAME"
 
 bold "inside a pod: its address, and the default route via 169.254.1.1 (proxy ARP on the node)"

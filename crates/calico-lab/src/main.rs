@@ -85,7 +85,8 @@ enum Cmd {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
-    /// Wait until every node's Felix has applied the datastore's current revision.
+    /// Wait until every node's Felix has applied the datastore's current revision and every
+    /// node routes every other node's pods.
     Wait {
         #[arg(long, default_value = "lab")]
         name: String,
@@ -329,11 +330,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Wait { name, timeout_secs } => {
             let lab = Lab::open(&name)?;
-            let took = lab.wait_converged(Duration::from_secs(timeout_secs))?;
+            let t0 = Instant::now();
+            let timeout = Duration::from_secs(timeout_secs);
+            lab.wait_converged(timeout)?;
+            lab.wait_pod_routes(timeout)?;
             println!(
-                "converged: every node's Felix applied revision {} ({} ms)",
+                "converged: every node's Felix applied revision {} and routes every other node's pods ({} ms)",
                 lab.datastore_revision()?,
-                took.as_millis()
+                t0.elapsed().as_millis()
             );
         }
         Cmd::Sweep { all } => {

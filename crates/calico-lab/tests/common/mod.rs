@@ -41,6 +41,12 @@ pub fn build_binaries() {
             }
         }
         args.push("--bins");
+        // Leftovers of earlier runs that were killed (never labs still in use).
+        match calico_lab::sweep::sweep(false) {
+            Ok(removed) if !removed.is_empty() => eprintln!("swept dead labs: {removed:?}"),
+            Ok(_) => {}
+            Err(e) => eprintln!("sweep of dead labs failed: {e}"),
+        }
         let status = std::process::Command::new(env!("CARGO"))
             .args(&args)
             .current_dir(&root)
