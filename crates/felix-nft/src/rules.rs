@@ -129,6 +129,10 @@ pub fn net_text(n: &IpNet) -> String {
     }
 }
 
+fn is_catch_all(net: &IpNet) -> bool {
+    net.prefix_len() == 0
+}
+
 /// Drop every net contained in another one (nft interval sets reject overlaps).
 pub fn coalesce(nets: impl IntoIterator<Item = IpNet>) -> BTreeSet<IpNet> {
     let mut sorted: Vec<IpNet> = nets.into_iter().collect();
@@ -182,15 +186,17 @@ fn action(ctx: &RuleCtx<'_>, index: usize, action: &str) -> Result<String, RuleE
     })
 }
 
-/// Nets of one family from a rule field, or `None` when the field is non-empty but has no
-/// net of this family (the rule cannot match this family).
+/// Nets of one family from a rule field; `None` when the rule must be skipped for this family,
+/// as upstream's `filterNets`: the field has CIDRs but none of this family, or (negated) one of
+/// them is the family's catch-all (`0.0.0.0/0`, `::/0`).
 fn nets_for(
     ctx: &RuleCtx<'_>,
     index: usize,
     field: &'static str,
     values: &[String],
     fam: Family,
-) -> Result<Vec<String>, RuleError> {
+    negated: bool,
+) -> Result<Option<Vec<String>>, RuleError> {
     let mut out = Vec::new();
     for v in values {
         let (net, f) = parse_net(v).ok_or_else(|| RuleError::Cidr {
@@ -200,10 +206,17 @@ fn nets_for(
             value: v.clone(),
         })?;
         if f == fam {
+            if negated && is_catch_all(&net) {
+                // As upstream: a negated catch-all can never match; the rule is dropped.
+                return Ok(None);
+            }
             out.push(net);
         }
     }
-    Ok(coalesce(out).iter().map(net_text).collect())
+    if !values.is_empty() && out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(coalesce(out).iter().map(net_text).collect()))
 }
 
 /// Render `rule` (number `index` in its chain) for one family: zero rules when it cannot
@@ -252,14 +265,15 @@ pub fn render_rule(
         ("src_net", "saddr", &rule.src_net, &rule.not_src_net),
         ("dst_net", "daddr", &rule.dst_net, &rule.not_dst_net),
     ] {
-        let p = nets_for(ctx, index, field, pos, fam)?;
-        if !pos.is_empty() && p.is_empty() {
+        let Some(p) = nets_for(ctx, index, field, pos, fam, false)? else {
             return Ok(vec![]);
-        }
+        };
         if !p.is_empty() {
             m.push(format!("{kw} {dir} {}", anon(&p)));
         }
-        let n = nets_for(ctx, index, field, neg, fam)?;
+        let Some(n) = nets_for(ctx, index, field, neg, fam, true)? else {
+            return Ok(vec![]);
+        };
         if !n.is_empty() {
             m.push(format!("{kw} {dir} != {}", anon(&n)));
         }
@@ -456,6 +470,54 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn not_nets_filter_the_rule_per_family_as_upstream() {
+        // notNets of the other family only: the rule does not exist for this family.
+        let v6_only = Rule {
+            action: "deny".into(),
+            not_dst_net: vec!["fd00::/8".into()],
+            ..Default::default()
+        };
+        assert!(
+            render_rule(&ctx(), 0, &v6_only, Family::V4)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            render_rule(&ctx(), 0, &v6_only, Family::V6).unwrap().len(),
+            1
+        );
+        // Mixed nets, notNets of one family: only that family keeps the rule.
+        let mixed = Rule {
+            action: "deny".into(),
+            src_net: vec!["192.0.2.0/24".into(), "2001:db8::/32".into()],
+            not_src_net: vec!["192.0.2.7/32".into()],
+            ..Default::default()
+        };
+        let v4 = render_rule(&ctx(), 0, &mixed, Family::V4).unwrap();
+        assert!(
+            v4[0].contains("ip saddr 192.0.2.0/24 ip saddr != 192.0.2.7"),
+            "{v4:?}"
+        );
+        assert!(
+            render_rule(&ctx(), 0, &mixed, Family::V6)
+                .unwrap()
+                .is_empty()
+        );
+        // A negated catch-all can never match: skipped, never an unconditional verdict.
+        let never = Rule {
+            action: "deny".into(),
+            not_src_net: vec!["0.0.0.0/0".into(), "fd00::/8".into()],
+            ..Default::default()
+        };
+        assert!(
+            render_rule(&ctx(), 0, &never, Family::V4)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(render_rule(&ctx(), 0, &never, Family::V6).unwrap().len(), 1);
     }
 
     #[test]
