@@ -241,13 +241,17 @@ fn add_check_del_every_version_and_traffic_between_workloads() {
     assert!(a.0.ping(&b.3, 2).unwrap(), "ping {} -> {}", a.3, b.3);
     assert!(b.0.ping(&a.3, 2).unwrap(), "ping {} -> {}", b.3, a.3);
 
-    // DEL twice each: idempotent; everything is gone afterwards.
+    // DEL twice each: idempotent; everything is gone afterwards. The container end is gone
+    // when DEL returns (the kernel's final cleanup of the veth may finish later, in the
+    // plugin's helper process).
     for (wl, container, args, _, version) in &pods {
         let conf = lab.conf(version);
         for _ in 0..2 {
             let (ok, out) = lab.plugin(CALICO, "DEL", &conf, container, &netns_path(wl), args);
             assert!(ok, "DEL {version}: {out}");
         }
+        let links = wl.ip(&["-o", "link", "show"]).unwrap();
+        assert!(!links.contains("eth0"), "eth0 left after DEL: {links}");
     }
     assert!(
         !lab.links().contains("cali"),

@@ -155,6 +155,17 @@ impl NetNs {
         })
     }
 
+    /// Move the calling thread into this namespace for good. Only for a process whose thread
+    /// has nothing else to do, such as a short-lived helper process started to make one
+    /// request inside a namespace; everything else uses [`NetNs::run`], which never moves the
+    /// caller.
+    pub fn enter_for_good(&self) -> Result<(), NetnsError> {
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// Run an async block to completion inside this namespace, on a dedicated thread with its
     /// own current-thread tokio runtime. Anything the future creates (sockets, child
     /// processes) is created in the namespace.

@@ -26,6 +26,12 @@ pub enum Binary {
 
 /// Process entry point shared by both binaries.
 pub fn entry(binary: Binary) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((first, rest)) = args.split_first()
+        && first == net::DELETE_LINK_ARG
+    {
+        return net::delete_link_helper(rest);
+    }
     let env: BTreeMap<String, String> = std::env::vars().collect();
     timing::init(env.get(timing::TIMING_ENV).map(String::as_str));
     let mut stdin = Vec::new();

@@ -5,8 +5,10 @@
 //! `<ip>/32 dev cali… scope link` route on the host.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
-use calico_linux::types::{Family, MacAddr, Route, RouteFilter, RouteScope, VethSpec};
+use calico_linux::types::{Family, LinkInfo, MacAddr, Route, RouteFilter, RouteScope, VethSpec};
 use calico_linux::{IfaceKey, NetNs, Netlink, NetlinkError, ProcSysctl, RtNetlink, Sysctl};
 use ipnet::IpNet;
 
@@ -17,6 +19,13 @@ use crate::spec::{CniError, ErrorCode};
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// The host end's link-local address, fixed by its MAC `ee:ee:ee:ee:ee:ee`.
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
+
+/// First argument that makes the plugin binary the link-deleting helper of [`teardown`]
+/// (`<binary> --calico-delete-link <netns path> <ifindex>`); runtimes pass no arguments.
+pub const DELETE_LINK_ARG: &str = "--calico-delete-link";
+
+/// How long [`teardown`] lets its helper work before deleting the link itself.
+const DELETE_HELPER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What to build for one attachment.
 #[derive(Debug, Clone)]
@@ -286,40 +295,129 @@ pub async fn setup(plan: &Plan) -> Result<MacAddr, CniError> {
 }
 
 /// Removes the attachment's interfaces. Missing netns or links are success (DEL is idempotent).
+///
+/// The usual case, both veth ends present, goes through [`delete_pair_via_helper`]; otherwise
+/// (an ADD that stopped half-way, a namespace already gone) each end is deleted here.
 pub async fn teardown(ifname: &str, netns_path: &str, host_veth: &str) -> Result<(), CniError> {
-    if !netns_path.is_empty()
-        && let Ok(netns) = NetNs::open(netns_path)
+    let host = RtNetlink::connect().map_err(|e| nl_err("netlink (host)".into(), e))?;
+    let host_link = host
+        .link_by_name(host_veth)
+        .await
+        .map_err(|e| nl_err(format!("link {host_veth}"), e))?;
+    let netns = if netns_path.is_empty() {
+        None
+    } else {
+        NetNs::open(netns_path).ok()
+    };
+    timing::mark("net.lookup");
+    if let (Some(_), Some(hl)) = (&netns, &host_link)
+        && delete_pair_via_helper(&host, netns_path, ifname, hl).await?
     {
-        let cont = RtNetlink::connect_in(&netns)
+        timing::mark("net.veth_delete");
+        return Ok(());
+    }
+    if let Some(netns) = &netns {
+        let cont = RtNetlink::connect_in(netns)
             .map_err(|e| nl_err(format!("netlink in {netns_path}"), e))?;
-        timing::mark("net.connect");
         if let Some(l) = cont
             .link_by_name(ifname)
             .await
             .map_err(|e| nl_err(format!("link {ifname}"), e))?
         {
-            timing::mark("net.cont_link");
-            match cont.delete_link(l.index).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(nl_err(format!("link {ifname}: delete"), e)),
-            }
-            timing::mark("net.cont_delete");
+            delete_inline(&cont, l.index, ifname).await?;
         }
     }
-    let host = RtNetlink::connect().map_err(|e| nl_err("netlink (host)".into(), e))?;
     if let Some(l) = host
         .link_by_name(host_veth)
         .await
         .map_err(|e| nl_err(format!("link {host_veth}"), e))?
     {
-        match host.delete_link(l.index).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(nl_err(format!("link {host_veth}: delete"), e)),
-        }
+        delete_inline(&host, l.index, host_veth).await?;
     }
+    timing::mark("net.veth_delete");
     Ok(())
+}
+
+/// Deletes `ifname` in the container namespace, as upstream does, and returns true once the
+/// host end `host_link` has gone with it: the kernel unregisters both ends of a veth together
+/// (names, routes and all), so the attachment is gone. Returns false when the host end is
+/// still there after the helper finished (the container interface was not its peer), for the
+/// caller to delete the ends one by one.
+///
+/// Why a helper: the request that deletes a network device returns only after the kernel's
+/// `netdev_run_todo` has run `rcu_barrier()` (an RCU grace period, 15-25 ms on a busy node),
+/// which comes after the device is unregistered and the rtnl lock released. So a helper
+/// process (this binary with [`DELETE_LINK_ARG`]) makes the request and sits out that wait,
+/// while we watch the host end disappear and go on; the helper then ends on its own and holds
+/// no descriptor of ours, so nobody waits for it. If it cannot start, or has not made the
+/// request within [`DELETE_HELPER_TIMEOUT`], the caller's inline deletion takes over.
+async fn delete_pair_via_helper(
+    host: &RtNetlink,
+    netns_path: &str,
+    ifname: &str,
+    host_link: &LinkInfo,
+) -> Result<bool, CniError> {
+    let spawned = std::process::Command::new("/proc/self/exe")
+        .arg(DELETE_LINK_ARG)
+        .arg(netns_path)
+        .arg(ifname)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut helper = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::debug!(error = %e, "link delete helper did not start; deleting inline");
+            return Ok(false);
+        }
+    };
+    timing::mark("net.helper_spawn");
+    let deadline = Instant::now() + DELETE_HELPER_TIMEOUT;
+    loop {
+        // Checked before looking: a helper that finished has made its request, so the look
+        // that follows sees its outcome.
+        let helper_done = !matches!(helper.try_wait(), Ok(None));
+        let present = host
+            .link_by_index(host_link.index)
+            .await
+            .map_err(|e| nl_err(format!("link {}", host_link.name), e))?;
+        if present.is_none() {
+            return Ok(true);
+        }
+        if helper_done || Instant::now() >= deadline {
+            tracing::debug!(helper_done, "link delete helper did not remove the veth");
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn delete_inline<N: Netlink>(nl: &N, index: u32, name: &str) -> Result<(), CniError> {
+    match nl.delete_link(index).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(nl_err(format!("link {name}: delete"), e)),
+    }
+}
+
+/// The helper of [`delete_pair_via_helper`]: `args` are the netns path and the interface
+/// name. Exit status 0 when the interface is deleted or already gone. The process does
+/// nothing else, so it enters the namespace on its only thread.
+pub fn delete_link_helper(args: &[String]) -> ExitCode {
+    let [path, ifname] = args else {
+        return ExitCode::FAILURE;
+    };
+    let deleted = NetNs::open(path)
+        .and_then(|netns| netns.enter_for_good())
+        .map_err(NetlinkError::from)
+        .and_then(|()| RtNetlink::delete_link_by_name_blocking(ifname));
+    match deleted {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_not_found() => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
 }
 
 /// Verifies what [`setup`] built is still there.

@@ -128,6 +128,54 @@ impl RtNetlink {
         })
     }
 
+    /// Deletes the link `name` of the calling thread's namespace with one blocking request on
+    /// a socket of its own: no tokio runtime, no connection task. For short-lived helper
+    /// processes whose whole job is this request, where starting those costs more than it.
+    pub fn delete_link_by_name_blocking(name: &str) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage};
+        validate_link_name(name)?;
+        let object = || format!("link {name}");
+        let mut socket = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
+            .map_err(NetlinkError::Connect)?;
+        socket.bind_auto().map_err(NetlinkError::Connect)?;
+        let mut link = LinkMessage::default();
+        link.attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        header.sequence_number = 1;
+        let mut msg = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)),
+        );
+        msg.finalize();
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        let io = |e: std::io::Error| NetlinkError::Protocol {
+            object: object(),
+            op: "delete",
+            detail: e.to_string(),
+        };
+        socket.send(&buf, 0).map_err(io)?;
+        let mut reply = vec![0u8; 4096];
+        let n = socket.recv(&mut &mut reply[..], 0).map_err(io)?;
+        let reply =
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n.min(reply.len())])
+                .map_err(|e| NetlinkError::Protocol {
+                    object: object(),
+                    op: "delete",
+                    detail: e.to_string(),
+                })?;
+        match reply.payload {
+            NetlinkPayload::Error(e) if e.code.is_some() => Err(kernel_err(
+                object(),
+                "delete",
+                rtnetlink::Error::NetlinkError(e),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The namespace this handle acts on (`None` only if it could not be determined, in
     /// which case monitors open in the calling thread's namespace).
     pub fn netns(&self) -> Option<&NetNs> {
