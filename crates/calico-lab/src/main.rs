@@ -108,7 +108,7 @@ enum Cmd {
         nodes: Option<usize>,
         #[arg(long, value_parser = parse_routing)]
         routing: Option<Routing>,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 3)]
         jobs: usize,
         #[arg(long, default_value_t = 1000)]
         probe_timeout_ms: u64,

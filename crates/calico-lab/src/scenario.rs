@@ -154,7 +154,7 @@ impl Default for RunOptions {
             routing: None,
             probe_timeout: Duration::from_millis(1000),
             converge_timeout: Duration::from_secs(30),
-            jobs: 2,
+            jobs: 3,
         }
     }
 }

@@ -63,4 +63,16 @@ pub fn assert_nothing_left(lab: &str) {
         ns.is_empty() && pids.is_empty() && !dir,
         "lab {lab} left namespaces {ns:?}, processes {pids:?}, state dir present: {dir}"
     );
+    // No interface of the root namespace has a peer in one of the lab's namespaces (the lab
+    // never creates one there; a veth whose far end sat in a lab namespace would show here).
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&out.stdout);
+    let prefix = calico_lab::names::lab_prefix(lab);
+    assert!(
+        !links.contains(&prefix),
+        "root namespace has links tied to lab {lab}:\n{links}"
+    );
 }
