@@ -126,6 +126,15 @@ fn print_phases(phases: &Phases) {
     for (cmd, per_phase) in phases {
         let runs = per_phase.first().map_or(0, |(_, v)| v.len());
         let mut line = format!("calico {cmd} phases, median ms of {runs}:");
+        if let Some((_, total)) = per_phase.iter().find(|(name, _)| name == "total") {
+            let mut v = total.clone();
+            v.sort_by(f64::total_cmp);
+            let p99 = v[((v.len() as f64 - 1.0) * 0.99).round() as usize];
+            line = format!(
+                "calico {cmd} in-process total: p99 {p99:.2} ms, max {:.2} ms\n{line}",
+                v[v.len() - 1]
+            );
+        }
         for (name, samples) in per_phase {
             let mut v = samples.clone();
             v.sort_by(f64::total_cmp);
