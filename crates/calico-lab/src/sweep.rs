@@ -89,6 +89,8 @@ pub fn teardown(lab: &str) -> Result<TeardownReport, LabError> {
         }
         match calico_linux::netns::delete_named(&n) {
             Ok(()) => report.namespaces.push(n),
+            // Removed meanwhile by a concurrent teardown: gone is what we wanted.
+            Err(_) if !std::path::Path::new("/run/netns").join(&n).exists() => {}
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -107,6 +109,11 @@ pub fn lab_alive(lab: &str) -> bool {
     if OwnerLock::held(lab) {
         return true;
     }
+    matches!(LabState::load(lab), Ok(st) if st.phase == Phase::Ready && st.persistent)
+}
+
+/// [`lab_alive`] without the lock test (for a caller that holds the lock itself).
+fn lab_alive_unlocked(lab: &str) -> bool {
     matches!(LabState::load(lab), Ok(st) if st.phase == Phase::Ready && st.persistent)
 }
 
@@ -131,6 +138,16 @@ pub fn sweep(all: bool) -> Result<Vec<(String, TeardownReport)>, LabError> {
     let mut errors = Vec::new();
     for lab in all_labs() {
         if !all && lab_alive(&lab) {
+            continue;
+        }
+        // Holding the lab's lock while tearing it down: a concurrent sweep (or an `up` that
+        // started meanwhile) sees it busy and leaves it alone.
+        let _lock = match OwnerLock::acquire(&lab) {
+            Ok(l) => Some(l),
+            Err(_) if !all => continue,
+            Err(_) => None,
+        };
+        if !all && lab_alive_unlocked(&lab) {
             continue;
         }
         match teardown(&lab) {

@@ -127,3 +127,58 @@ fn cli_up_status_down() {
     assert!(ok, "down: {out}{err}");
     common::assert_nothing_left(&name);
 }
+
+/// A scenario run killed while its lab is up (pods, servers, calico-node, BIRD running) leaves
+/// an ephemeral lab whose owner is gone: `sweep` removes all of it.
+#[test]
+fn sigkilled_scenario_run_is_swept() {
+    if !common::lab_available("sigkilled_scenario_run_is_swept") {
+        return;
+    }
+    common::build_binaries();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("slow.yaml");
+    std::fs::write(
+        &file,
+        "id: killed\ntopology: {nodes: 2}\nsetup:\n  pods:\n  - {name: x/a}\n  - {name: x/b}\n  server_ports:\n  - {port: 80}\nsteps:\n- expect:\n  - {port: 80, protocol: TCP, reachability: {x/a: {x/b: allowed}}}\n",
+    )
+    .expect("write scenario");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calico-lab"))
+        .arg("scenario")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn calico-lab scenario");
+    // The runner's lab is named after its pid (names::ephemeral_lab_name).
+    let name = format!("r{:x}x0", child.id());
+    let t0 = Instant::now();
+    let pods_up = || {
+        calico_lab::sweep::lab_namespaces(&name)
+            .iter()
+            .filter(|n| n.contains("-p-"))
+            .count()
+            >= 2
+    };
+    while t0.elapsed() < Duration::from_secs(60) && !pods_up() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(pods_up(), "the scenario run never got its pods up");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let (_, pids, _) = calico_lab::sweep::leftovers(&name);
+    assert!(
+        !pids.is_empty(),
+        "nothing running after the kill: the test proves nothing"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_calico-lab"))
+        .arg("sweep")
+        .output()
+        .expect("calico-lab sweep");
+    assert!(
+        out.status.success(),
+        "sweep: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::assert_nothing_left(&name);
+}
