@@ -31,6 +31,12 @@ pub fn node_ip(index: usize) -> String {
     format!("{a}.{b}.{c}.{}", 10 + index)
 }
 
+/// Lab-subnet address of the `i`th (0-based) scenario host outside the cluster.
+pub fn host_ip(index: usize) -> String {
+    let [a, b, c] = SUBNET_BASE;
+    format!("{a}.{b}.{c}.{}", 200 + index.min(50))
+}
+
 /// Create a named namespace with `lo` up.
 pub fn create_ns(name: &str) -> Result<(), LabError> {
     netns::create_named(name)?;

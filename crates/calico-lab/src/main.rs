@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use calico_lab::lab::{DatastoreKind, Lab, LabSpec, Routing};
 use calico_lab::probe::Proto;
 use calico_lab::scenario::{self, RunOptions};
-use calico_lab::{bench, names, state, sweep};
+use calico_lab::{bench, names, sweep};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -435,6 +435,5 @@ fn status(name: &str) -> Result<()> {
     for (k, p) in &st.pods {
         println!("  pod  {k:<16} {:<14} on {}", p.ip, p.node);
     }
-    let _ = state::state_dirs();
     Ok(())
 }

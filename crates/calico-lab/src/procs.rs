@@ -216,20 +216,6 @@ pub fn stop(pids: &[u32], grace: Duration) {
     }
 }
 
-/// The first non-empty line of a program's stderr/stdout, for error messages.
-pub fn first_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Whether a path names an executable file (used to pick the node agent).
-pub fn is_file(p: &Path) -> bool {
-    p.is_file()
-}
-
 /// Convenience: an argv from anything string-like.
 pub fn argv<I, S>(items: I) -> Vec<String>
 where

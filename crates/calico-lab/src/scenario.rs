@@ -746,7 +746,7 @@ impl Run<'_> {
         fabric::create_ns(&ns)?;
         let fab = self.lab.state.fabric_netns.clone();
         let peer = format!("vh{i}");
-        let lab_ip = format!("172.31.0.{}", 200 + i);
+        let lab_ip = fabric::host_ip(i);
         procs::ip(&[
             "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &fab,
         ])?;

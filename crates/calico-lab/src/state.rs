@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -172,8 +172,4 @@ pub fn remove_dir(lab: &str) -> Result<(), LabError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(LabError::io(&dir, e)),
     }
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
