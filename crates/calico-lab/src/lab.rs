@@ -562,14 +562,6 @@ impl Lab {
         let bin = bins::require("calicoctl")?;
         let mut argv = vec![bin.display().to_string()];
         argv.extend(args.iter().map(|s| s.to_string()));
-        // calico-node records its own version string in ClusterInformation; the lab always
-        // runs matching binaries from one build, so the client/cluster check adds nothing.
-        if args
-            .first()
-            .is_some_and(|a| !a.starts_with('-') && *a != "version")
-        {
-            argv.insert(2, "--allow-version-mismatch".into());
-        }
         InNs {
             lab: &self.state.name,
             netns: &self.state.fabric_netns,

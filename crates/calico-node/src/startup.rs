@@ -171,7 +171,8 @@ pub async fn ensure_defaults(client: &Client, env: &NodeEnv) -> Result<()> {
     let ci = ClusterInformationSpec {
         cluster_guid: uuid::Uuid::new_v4().simple().to_string(),
         cluster_type: env.cluster_type.clone(),
-        calico_version: format!("calico-rs {}", env!("CARGO_PKG_VERSION")),
+        // The same form as `calicoctl version` (upstream: `v3.x.y`), so its version guard agrees.
+        calico_version: format!("v{}", env!("CARGO_PKG_VERSION")),
         datastore_ready: Some(true),
         ..Default::default()
     };
