@@ -322,7 +322,7 @@ fn vxlan_backend_two_nodes_tunnel_addresses_and_routes() {
                 .ns
                 .ip(&["-4", "route", "show", "proto", "80"])
                 .unwrap_or_default()
-                .contains("dev vxlan.calico onlink")
+                .contains("dev vxlan.calico metric 1024 onlink")
         });
         ok.then_some(())
     });
@@ -427,7 +427,7 @@ fn felix_child_programs_vxlan_and_is_supervised() {
                     .ns
                     .ip(&["-4", "route", "show", "proto", "80"])
                     .unwrap_or_default()
-                    .contains("dev vxlan.calico onlink")
+                    .contains("dev vxlan.calico metric 1024 onlink")
             })
             .then_some(())
     });

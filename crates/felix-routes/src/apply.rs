@@ -246,6 +246,11 @@ async fn ensure_ipip(
     Ok(Some(link.index))
 }
 
+/// Upstream's `IPv4NormalRoutePriority`: Felix's routes carry metric 1024, so BIRD exports a
+/// learned block route with normal preference (metric 0 would be read as the elevated priority
+/// upstream reserves for live migration).
+pub const NORMAL_ROUTE_PRIORITY: u32 = 1024;
+
 /// Kernel form of a planned route; `None` when its device is missing.
 pub fn to_kernel(
     r: &PlannedRoute,
@@ -254,7 +259,9 @@ pub fn to_kernel(
     ipip: Option<u32>,
 ) -> Option<Route> {
     Some(match r {
-        PlannedRoute::Blackhole { dst } => Route::blackhole(*dst).with_protocol(proto::FELIX),
+        PlannedRoute::Blackhole { dst } => Route::blackhole(*dst)
+            .with_protocol(proto::FELIX)
+            .with_metric(NORMAL_ROUTE_PRIORITY),
         PlannedRoute::Via {
             dst,
             gateway,
@@ -266,7 +273,9 @@ pub fn to_kernel(
                 RouteDev::Ipip => ipip?,
                 RouteDev::Parent => host.parent_index?,
             };
-            let mut route = Route::via(*dst, *gateway, Some(oif)).with_protocol(proto::FELIX);
+            let mut route = Route::via(*dst, *gateway, Some(oif))
+                .with_protocol(proto::FELIX)
+                .with_metric(NORMAL_ROUTE_PRIORITY);
             if *onlink {
                 route = route.with_onlink();
             }
@@ -283,6 +292,7 @@ fn same_route(have: &Route, want: &Route) -> bool {
         && have.oif == want.oif
         && have.onlink == want.onlink
         && have.protocol == want.protocol
+        && have.metric.unwrap_or(0) == want.metric.unwrap_or(0)
 }
 
 async fn sync_routes(
@@ -307,24 +317,29 @@ async fn sync_routes(
     let have = nl
         .list_routes(&RouteFilter::v4().protocol(proto::FELIX))
         .await?;
-    let want_dsts: BTreeSet<IpNet> = want.iter().map(|r| r.dst).collect();
+    for w in &want {
+        if have.iter().any(|h| same_route(h, w)) {
+            continue;
+        }
+        // A stale route to the same dst and metric with a different next hop/kind is replaced.
+        nl.replace_route(w).await?;
+        report.routes_added += 1;
+    }
+    // Then (no gap) remove what is ours and unwanted, including a wanted dst left at another
+    // metric by an older version.
+    let want_keys: BTreeSet<(IpNet, u32)> = want
+        .iter()
+        .map(|r| (r.dst, r.metric.unwrap_or(0)))
+        .collect();
     for r in &have {
-        if !want_dsts.contains(&r.dst) {
-            tracing::debug!(route = %r.dst, "removing stale route");
+        if !want_keys.contains(&(r.dst, r.metric.unwrap_or(0))) {
+            tracing::debug!(route = %r.dst, metric = ?r.metric, "removing stale route");
             match nl.del_route(r).await {
                 Ok(()) => report.routes_removed += 1,
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-    for w in &want {
-        if have.iter().any(|h| same_route(h, w)) {
-            continue;
-        }
-        // A stale route to the same dst with a different next hop/kind is replaced.
-        nl.replace_route(w).await?;
-        report.routes_added += 1;
     }
     Ok(())
 }
@@ -387,6 +402,10 @@ mod tests {
         nl.add_route(&Route::blackhole("10.250.0.0/24".parse().unwrap()).with_protocol(80))
             .await
             .unwrap();
+        // Our own block's blackhole left at metric 0 by an older version: replaced by 1024.
+        nl.add_route(&Route::blackhole("192.168.0.0/26".parse().unwrap()).with_protocol(80))
+            .await
+            .unwrap();
         nl.add_route(&Route::blackhole("10.251.0.0/24".parse().unwrap()).with_protocol(3))
             .await
             .unwrap();
@@ -397,12 +416,19 @@ mod tests {
         let p = make_plan(&input(&[("192.168.0.0/26", "a"), ("192.168.1.0/26", "b")]));
         let r = apply(&nl, &p, host).await.unwrap();
         assert!(r.changed());
-        assert_eq!(r.routes_removed, 1);
+        assert_eq!(r.routes_removed, 2);
         let vx = nl.link_by_name("vxlan.calico").await.unwrap().unwrap();
         assert_eq!(vx.mtu, 1450);
         let routes = nl.list_routes(&RouteFilter::v4()).await.unwrap();
         let dsts: Vec<String> = routes.iter().map(|r| r.dst.to_string()).collect();
         assert_eq!(dsts, ["10.251.0.0/24", "192.168.0.0/26", "192.168.1.0/26"]);
+        assert!(
+            routes
+                .iter()
+                .filter(|r| r.protocol == 80)
+                .all(|r| r.metric == Some(NORMAL_ROUTE_PRIORITY)),
+            "{routes:?}"
+        );
         let remote = routes
             .iter()
             .find(|r| r.dst.to_string() == "192.168.1.0/26")

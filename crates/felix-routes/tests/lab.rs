@@ -121,9 +121,9 @@ async fn vxlan_between_two_node_namespaces() {
     }
 
     let ra = routes(&a);
-    assert!(ra.contains("blackhole 192.168.0.0/26"), "{ra}");
+    assert!(ra.contains("blackhole 192.168.0.0/26 metric 1024"), "{ra}");
     assert!(
-        ra.contains("192.168.1.0/26 via 192.168.1.1 dev vxlan.calico onlink"),
+        ra.contains("192.168.1.0/26 via 192.168.1.1 dev vxlan.calico metric 1024 onlink"),
         "{ra}"
     );
     assert!(!ra.contains("10.250.0.0/24"), "stale route kept:\n{ra}");
