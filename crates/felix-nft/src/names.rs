@@ -53,6 +53,24 @@ pub fn endpoint_chain(prefix: &str, iface: &str) -> String {
     limited(prefix, iface)
 }
 
+/// Shared policy-dispatch chain of workloads: `tp-<hash>` (to the workload, ingress policy) or
+/// `fp-<hash>` (from it), the hash over the dispatch rules themselves, so that endpoints with
+/// the same tiers, policies and profiles (and the same known/unknown policies) share it.
+pub fn shared_dispatch_chain(inbound: bool, rules: &[String]) -> String {
+    let mut h = Sha256::new();
+    for r in rules {
+        h.update(r.as_bytes());
+        h.update([0u8]);
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}{hex}", if inbound { "tp-" } else { "fp-" })
+}
+
 /// Address set of a selector (or network set) IP set: `s4-<id>` / `s6-<id>`.
 pub fn selector_set(id: &str, fam: Family) -> String {
     limited(&format!("s{}-", fam.digit()), &id.replace(':', "-"))

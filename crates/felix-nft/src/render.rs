@@ -9,6 +9,12 @@
 //!   (established/related accepted, invalid dropped) first, then dispatch by interface name
 //!   through verdict maps to per-endpoint chains. Unknown workload interfaces are dropped.
 //!
+//! A workload's per-endpoint chains hold only what is specific to it (mark reset, VXLAN/IPIP
+//! drop) and `goto` a policy-dispatch chain shared by every workload with the same ordered
+//! tiers, policies and profiles in that direction (`tp-<hash>` / `fp-<hash>`, named by a hash
+//! of the dispatch rules, present while at least one endpoint uses it), so a table with many
+//! similar endpoints holds each dispatch sequence once.
+//!
 //! Per-endpoint chains follow upstream's mark protocol: a policy chain that allows sets the
 //! Accept bit and returns; Pass sets the Pass bit and returns (skipping the rest of the tier);
 //! the endpoint chain returns when Accept is set and drops at the end of a tier whose default
@@ -749,14 +755,20 @@ fn render_workloads(state: &DesiredState, cfg: &Config, r: &mut Ruleset) {
                         ));
                     }
                 }
+                let mut dispatch = Vec::new();
                 endpoint_policy_rules(
                     state,
                     &ep.tiers,
                     inbound,
                     &ep.profile_ids,
                     Kind::Normal,
-                    &mut rules,
+                    &mut dispatch,
                 );
+                let shared = names::shared_dispatch_chain(inbound, &dispatch);
+                rules.push(format!("goto {shared}"));
+                r.chains
+                    .entry(shared)
+                    .or_insert_with(|| chain(None, dispatch));
             }
             r.chains.insert(name.clone(), chain(None, rules));
             if let Some(m) = r.maps.get_mut(map) {
@@ -924,6 +936,63 @@ mod tests {
             let r = render(&with_wep(bad), &cfg).unwrap();
             assert!(r.maps[maps::FROM_WL].elements.is_empty(), "{bad:?}");
         }
+    }
+
+    fn dispatch_chains(r: &Ruleset) -> Vec<&String> {
+        r.chains
+            .keys()
+            .filter(|n| n.starts_with("tp-") || n.starts_with("fp-"))
+            .collect()
+    }
+
+    #[test]
+    fn endpoints_with_the_same_policies_share_dispatch_chains() {
+        let cfg = Config::default();
+        let mut s = with_wep("cali1");
+        let mut other = s.workloads.values().next().unwrap().clone();
+        other.name = "cali2".into();
+        let id = |w: &str| WorkloadEndpointId {
+            orchestrator_id: "k8s".into(),
+            workload_id: w.into(),
+            endpoint_id: "eth0".into(),
+        };
+        s.workloads.insert(id("ns/b"), other.clone());
+        let shared = render(&s, &cfg).unwrap();
+        assert_eq!(dispatch_chains(&shared).len(), 2, "one per direction");
+        let tp = dispatch_chains(&shared)
+            .into_iter()
+            .find(|n| n.starts_with("tp-"))
+            .unwrap()
+            .clone();
+        for ep in ["tw-cali1", "tw-cali2"] {
+            assert_eq!(
+                shared.chains[ep].rules.last().unwrap(),
+                &format!("goto {tp}")
+            );
+        }
+        // A different profile list is a different signature.
+        other.profile_ids = vec!["kns.x".into()];
+        s.workloads.insert(id("ns/b"), other);
+        let split = render(&s, &cfg).unwrap();
+        assert_eq!(dispatch_chains(&split).len(), 4);
+        // Removing the last user deletes its shared chains.
+        s.workloads.remove(&id("ns/b"));
+        let back = render(&s, &cfg).unwrap();
+        let diff = back.diff_script(&split).unwrap();
+        assert_eq!(
+            diff.matches("delete chain inet calico tp-").count(),
+            1,
+            "{diff}"
+        );
+        assert_eq!(
+            diff.matches("delete chain inet calico fp-").count(),
+            1,
+            "{diff}"
+        );
+        assert!(
+            !diff.contains(&format!("delete chain inet calico {tp}")),
+            "{diff}"
+        );
     }
 
     #[test]

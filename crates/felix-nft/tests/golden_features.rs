@@ -99,11 +99,22 @@ fn render_case(path: &Path, cfg: &Config) -> String {
 }
 
 /// The chain `name`'s body (lines between `chain <name> {` and its closing brace).
+/// The rules of chain `name`; a workload chain's final `goto` to its shared policy-dispatch
+/// chain (`tp-…` / `fp-…`) is followed, so the facts read as one endpoint's rule sequence.
 fn chain<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
     let head = format!("  chain {name} {{");
     let mut lines = table.lines().skip_while(|l| *l != head);
     assert!(lines.next().is_some(), "chain {name} missing");
-    lines.take_while(|l| *l != "  }").map(str::trim).collect()
+    let mut body: Vec<&str> = lines.take_while(|l| *l != "  }").map(str::trim).collect();
+    let shared = body.last().and_then(|l| {
+        let target = l.strip_prefix("goto ")?.split_whitespace().next()?;
+        (target.starts_with("tp-") || target.starts_with("fp-")).then_some(target)
+    });
+    if let Some(target) = shared {
+        body.pop();
+        body.extend(chain(table, target));
+    }
+    body
 }
 
 fn chains_starting(table: &str, prefix: &str) -> Vec<String> {
