@@ -62,6 +62,64 @@ pub fn render_matrix(
     Ok(out)
 }
 
+/// Probe every ordered pair of the lab's pods (different namespaces) on each of `checks`
+/// (`(port, proto)`; the port is ignored for ICMP) at once; the pairs that failed, as
+/// `x/a -> x/b (10.244.0.5) 80/TCP`.
+pub fn unreachable_pairs(
+    lab: &Lab,
+    checks: &[(u16, Proto)],
+    timeout: Duration,
+) -> Result<Vec<String>, LabError> {
+    let mut probes = Vec::new();
+    let mut labels = Vec::new();
+    for (kf, from) in &lab.state.pods {
+        for (kt, to) in &lab.state.pods {
+            if from.netns == to.netns {
+                continue;
+            }
+            let ip: Ipv4Addr = to.ip.parse().map_err(|_| {
+                LabError::lab(lab.name(), format!("pod {kt}: bad address {:?}", to.ip))
+            })?;
+            for &(port, proto) in checks {
+                probes.push((from.netns.clone(), ip, port, proto));
+                labels.push(format!("{kf} -> {kt} ({ip}) {port}/{}", proto.as_str()));
+            }
+        }
+    }
+    let results = scenario::probe_many(&probes, timeout)?;
+    Ok(labels
+        .into_iter()
+        .zip(results)
+        .filter(|(_, ok)| !ok)
+        .map(|(l, _)| l)
+        .collect())
+}
+
+/// Re-probe the whole pod mesh until every pair answers on every check, or `deadline` passes
+/// (an error naming the pairs still failing). Returns the time it took.
+pub fn wait_pod_mesh(
+    lab: &Lab,
+    checks: &[(u16, Proto)],
+    probe_timeout: Duration,
+    deadline: Duration,
+) -> Result<Duration, LabError> {
+    let t0 = Instant::now();
+    loop {
+        let failing = unreachable_pairs(lab, checks, probe_timeout)?;
+        if failing.is_empty() {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() >= deadline {
+            return Err(LabError::Timeout {
+                what: "full pod mesh reachability".into(),
+                secs: deadline.as_secs_f64(),
+                detail: format!("unreachable: {}", failing.join(", ")),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

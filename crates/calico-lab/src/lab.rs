@@ -101,6 +101,8 @@ pub struct LabSpec {
     /// Ports every pod serves on TCP, UDP and SCTP: (port, protocol, name) — the protocol and
     /// name are what the pod's endpoint declares as named ports.
     pub server_ports: Vec<(u16, String, String)>,
+    /// With `bgp-route-reflector`: how many nodes (the first ones) are route reflectors.
+    pub route_reflectors: usize,
 }
 
 impl LabSpec {
@@ -115,6 +117,7 @@ impl LabSpec {
                 (80, "TCP".into(), "serve-80-tcp".into()),
                 (81, "TCP".into(), "serve-81-tcp".into()),
             ],
+            route_reflectors: 1,
         }
     }
 }
@@ -261,7 +264,7 @@ impl Lab {
             tracing::info!(lab = %self.name(), elapsed = ?t0.elapsed(), "node agents ready");
         }
         if spec.routing == Routing::BgpRouteReflector && agent == Some(&"calico-node") {
-            self.make_route_reflector()?;
+            self.make_route_reflectors(spec.route_reflectors)?;
         }
         Ok(())
     }
@@ -375,28 +378,148 @@ impl Lab {
         self.calicoctl_apply(&docs)
     }
 
-    /// Node 1 becomes the route reflector once calico-node has registered its Node.
-    fn make_route_reflector(&self) -> Result<(), LabError> {
-        let Some(first) = self.state.nodes.first() else {
-            return Ok(());
-        };
-        let name = first.name.clone();
-        wait_for(
-            &format!("Node {name} registered"),
-            Duration::from_secs(30),
-            || Ok(self.calicoctl(&["get", "node", &name], None).is_ok()),
-        )?;
-        self.calicoctl(
-            &[
-                "patch",
-                "node",
-                &name,
-                "-p",
-                r#"{"metadata":{"labels":{"route-reflector":"true"}},"spec":{"bgp":{"routeReflectorClusterID":"244.0.0.1"}}}"#,
-            ],
-            None,
-        )?;
+    /// The first `count` nodes become route reflectors once calico-node has registered their
+    /// Nodes, as upstream's docs do it: one `routeReflectorClusterID` shared by the reflectors
+    /// and the label `route-reflector=true`, which the `lab-peer-with-rr` BGPPeer selects.
+    fn make_route_reflectors(&self, count: usize) -> Result<(), LabError> {
+        if count == 0 || count > self.state.nodes.len() {
+            return Err(LabError::lab(
+                self.name(),
+                format!(
+                    "route_reflectors {count}: expected 1..={} (the node count)",
+                    self.state.nodes.len()
+                ),
+            ));
+        }
+        for node in self.state.nodes.iter().take(count) {
+            let name = node.name.clone();
+            wait_for(
+                &format!("Node {name} registered"),
+                Duration::from_secs(30),
+                || Ok(self.calicoctl(&["get", "node", &name], None).is_ok()),
+            )?;
+            self.calicoctl(
+                &[
+                    "patch",
+                    "node",
+                    &name,
+                    "-p",
+                    r#"{"metadata":{"labels":{"route-reflector":"true"}},"spec":{"bgp":{"routeReflectorClusterID":"244.0.0.1"}}}"#,
+                ],
+                None,
+            )?;
+        }
         Ok(())
+    }
+
+    /// `calicoctl <args>` inside node `node`'s namespace with that node's `CALICO_RUN_DIR`
+    /// (`nodes/<node>/`, where its `bird.ctl` is): what `calicoctl node status` needs.
+    pub fn node_calicoctl(&self, node: &str, args: &[&str]) -> Result<String, LabError> {
+        let st = self
+            .state
+            .node(node)
+            .ok_or_else(|| LabError::lab(self.name(), format!("no node {node:?}")))?;
+        let bin = bins::require("calicoctl")?;
+        let mut argv = vec![bin.display().to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let mut env = self.datastore_env();
+        env.push((
+            "CALICO_RUN_DIR".into(),
+            self.node_run_dir(node).display().to_string(),
+        ));
+        InNs {
+            lab: &self.state.name,
+            netns: &st.netns,
+            argv,
+            env,
+        }
+        .run_ok(None, CMD_TIMEOUT)
+    }
+
+    /// A node's `CALICO_RUN_DIR`.
+    pub fn node_run_dir(&self, node: &str) -> std::path::PathBuf {
+        self.state.dir().join("nodes").join(node)
+    }
+
+    /// A host outside the cluster (the `i`th, 0-based): namespace `<prefix>h-<name>` on the
+    /// fabric, lab address `fabric::host_ip(i)` plus `address`/32 on its `eth0`; every node
+    /// routes `address` through the fabric to it. With `route_pods` it also routes every
+    /// current pod back through the pod's node (source `address`); without, it has no route to
+    /// any pod (a reply to a pod address goes nowhere), as an outside host of a natOutgoing
+    /// cluster. Returns the namespace.
+    pub fn add_host(
+        &self,
+        i: usize,
+        name: &str,
+        address: std::net::Ipv4Addr,
+        route_pods: bool,
+    ) -> Result<String, LabError> {
+        let ns = format!("{}h-{name}", names::lab_prefix(self.name()));
+        fabric::create_ns(&ns)?;
+        let fab = self.state.fabric_netns.clone();
+        let peer = format!("vh{i}");
+        let lab_ip = fabric::host_ip(i);
+        procs::ip(&[
+            "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &fab,
+        ])?;
+        procs::ip(&[
+            "-n",
+            &fab,
+            "link",
+            "set",
+            &peer,
+            "master",
+            fabric::BRIDGE,
+            "up",
+        ])?;
+        procs::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{lab_ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        procs::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{address}/32"),
+            "dev",
+            "eth0",
+        ])?;
+        procs::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        if route_pods {
+            for p in self.state.pods.values() {
+                if let Some(node) = self.state.node(&p.node) {
+                    procs::ip(&[
+                        "-n",
+                        &ns,
+                        "route",
+                        "add",
+                        &format!("{}/32", p.ip),
+                        "via",
+                        &node.ip,
+                        "src",
+                        &address.to_string(),
+                    ])?;
+                }
+            }
+        }
+        for node in &self.state.nodes {
+            procs::ip(&[
+                "-n",
+                &node.netns,
+                "route",
+                "add",
+                &format!("{address}/32"),
+                "via",
+                &lab_ip,
+            ])?;
+        }
+        Ok(ns)
     }
 
     /// Start the agent of node `i`. The one place that knows how each agent is configured.
@@ -408,7 +531,7 @@ impl Lab {
     ) -> Result<u32, LabError> {
         let bin = bins::require(agent)?;
         let node = self.state.nodes[i].clone();
-        let run_dir = self.state.dir().join("nodes").join(&node.name);
+        let run_dir = self.node_run_dir(&node.name);
         std::fs::create_dir_all(&run_dir).map_err(|e| LabError::io(&run_dir, e))?;
         let mut env = self.datastore_env();
         let backend = match routing {

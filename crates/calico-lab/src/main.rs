@@ -35,6 +35,9 @@ enum Cmd {
         routing: Routing,
         #[arg(long, default_value = "embedded", value_parser = parse_datastore)]
         datastore: DatastoreKind,
+        /// With `--routing bgp-route-reflector`: how many nodes (the first) reflect routes.
+        #[arg(long, default_value_t = 1)]
+        route_reflectors: usize,
     },
     /// Stop everything of a lab and remove it.
     Down {
@@ -207,10 +210,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nodes,
             routing,
             datastore,
+            route_reflectors,
         } => {
             let t0 = Instant::now();
             let mut spec = LabSpec::new(&name, nodes);
             spec.routing = routing;
+            spec.route_reflectors = route_reflectors;
             spec.datastore = datastore;
             spec.persistent = true;
             let lab = Lab::up(&spec)?;

@@ -20,11 +20,10 @@ use serde::Deserialize;
 
 use crate::bins;
 use crate::error::LabError;
-use crate::fabric;
 use crate::lab::{DatastoreKind, Lab, LabSpec, Routing};
 use crate::names;
 use crate::probe::{self, Proto};
-use crate::procs::{self, InNs};
+use crate::procs::InNs;
 
 /// A scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -742,69 +741,7 @@ impl Run<'_> {
     /// every node through the fabric, and routing every pod back through the pod's node.
     fn add_host(&mut self, i: usize, h: &HostSpec) -> Result<String, LabError> {
         let lab = self.lab.name().to_string();
-        let ns = format!("{}h-{}", names::lab_prefix(&lab), h.name);
-        fabric::create_ns(&ns)?;
-        let fab = self.lab.state.fabric_netns.clone();
-        let peer = format!("vh{i}");
-        let lab_ip = fabric::host_ip(i);
-        procs::ip(&[
-            "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &fab,
-        ])?;
-        procs::ip(&[
-            "-n",
-            &fab,
-            "link",
-            "set",
-            &peer,
-            "master",
-            fabric::BRIDGE,
-            "up",
-        ])?;
-        procs::ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{lab_ip}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        procs::ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/32", h.address),
-            "dev",
-            "eth0",
-        ])?;
-        procs::ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        for p in self.lab.state.pods.values() {
-            if let Some(node) = self.lab.state.node(&p.node) {
-                procs::ip(&[
-                    "-n",
-                    &ns,
-                    "route",
-                    "add",
-                    &format!("{}/32", p.ip),
-                    "via",
-                    &node.ip,
-                    "src",
-                    &h.address.to_string(),
-                ])?;
-            }
-        }
-        for node in &self.lab.state.nodes {
-            procs::ip(&[
-                "-n",
-                &node.netns,
-                "route",
-                "add",
-                &format!("{}/32", h.address),
-                "via",
-                &lab_ip,
-            ])?;
-        }
+        let ns = self.lab.add_host(i, &h.name, h.address, true)?;
         // The pod server is `calico-lab serve` (also when the lab runs inside a test binary).
         let me = bins::require("calico-lab")?;
         let mut argv = vec![me.display().to_string(), "serve".into()];
