@@ -5,10 +5,12 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::bins;
 use crate::error::LabError;
-use crate::lab::{DatastoreKind, Lab, LabSpec};
+use crate::lab::{DatastoreKind, Lab, LabSpec, Routing};
 use crate::names;
 use crate::probe::Proto;
+use crate::procs::{self, InNs};
 use crate::scenario::{self, RunOptions};
 
 /// Probe every ordered pair of the lab's pods on `port/proto` and render a table
@@ -120,6 +122,152 @@ pub fn wait_pod_mesh(
     }
 }
 
+/// The network figures of `bench`.
+#[derive(Debug, Clone)]
+pub struct NetBench {
+    /// Node counts for "up started -> full pod mesh reachable" (one lab each).
+    pub mesh_sizes: Vec<usize>,
+    /// iperf3 run length; 0 skips the throughput figures.
+    pub iperf_secs: u64,
+}
+
+/// `up` of `nodes` nodes, one pod per node, then every pod probes every other (80/TCP) until
+/// all answer. Returns (up alone, up started -> mesh reachable).
+pub fn up_to_mesh(
+    nodes: usize,
+    datastore: DatastoreKind,
+) -> Result<(Duration, Duration), LabError> {
+    let mut spec = LabSpec::new(&names::ephemeral_lab_name(), nodes);
+    spec.datastore = datastore;
+    let t0 = Instant::now();
+    let mut lab = Lab::up(&spec)?;
+    let up = t0.elapsed();
+    let no_labels = std::collections::BTreeMap::new();
+    for i in 0..nodes {
+        let node = lab.state.nodes[i].name.clone();
+        lab.add_pod_k8s("bench", &format!("p{}", i + 1), Some(&node), &no_labels)?;
+    }
+    wait_pod_mesh(
+        &lab,
+        &[(80, Proto::Tcp)],
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    )?;
+    let mesh = t0.elapsed();
+    lab.down()?;
+    Ok((up, mesh))
+}
+
+/// iperf3 TCP for `secs` from pod `client` to pod `server` of `lab`: bits per second received.
+pub fn iperf(lab: &Lab, client: &str, server: &str, secs: u64) -> Result<f64, LabError> {
+    let bin = bins::require("iperf3")?.display().to_string();
+    let pod = |k: &str| {
+        lab.state
+            .pods
+            .get(k)
+            .cloned()
+            .ok_or_else(|| LabError::lab(lab.name(), format!("no pod {k}")))
+    };
+    let (c, s) = (pod(client)?, pod(server)?);
+    let log = lab.state.dir().join(format!("iperf3-{}.log", s.pod));
+    let mut srv = InNs {
+        lab: lab.name(),
+        netns: &s.netns,
+        argv: procs::argv([
+            bin.clone(),
+            "-s".into(),
+            "-1".into(),
+            "-p".into(),
+            "5201".into(),
+        ]),
+        env: vec![],
+    }
+    .spawn(&log)?;
+    let what = format!("iperf3 {client} -> {server}");
+    let mut last = String::new();
+    let mut result = None;
+    // The server needs a moment to listen; a refused client is retried.
+    for _ in 0..20 {
+        let out = InNs {
+            lab: lab.name(),
+            netns: &c.netns,
+            argv: procs::argv([
+                bin.clone(),
+                "-c".into(),
+                s.ip.clone(),
+                "-p".into(),
+                "5201".into(),
+                "-t".into(),
+                secs.to_string(),
+                "-J".into(),
+            ]),
+            env: vec![],
+        }
+        .output(None, Duration::from_secs(secs + 20))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
+            result = Some(bps);
+            break;
+        }
+        last = v["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+    result.ok_or_else(|| LabError::command(what, last))
+}
+
+/// Cross-node iperf3 TCP with native BGP routing and with VXLAN, beside two pods on one node.
+fn throughput(datastore: DatastoreKind, secs: u64) -> Result<String, LabError> {
+    let mut out = String::new();
+    let mut same_node = None;
+    for routing in [Routing::BgpMesh, Routing::Vxlan] {
+        let mut spec = LabSpec::new(&names::ephemeral_lab_name(), 2);
+        spec.datastore = datastore;
+        spec.routing = routing;
+        let mut lab = Lab::up(&spec)?;
+        let no_labels = std::collections::BTreeMap::new();
+        lab.add_pod_k8s("bench", "a", Some("node-1"), &no_labels)?;
+        lab.add_pod_k8s("bench", "b", Some("node-2"), &no_labels)?;
+        if same_node.is_none() {
+            lab.add_pod_k8s("bench", "c", Some("node-1"), &no_labels)?;
+        }
+        wait_pod_mesh(
+            &lab,
+            &[(80, Proto::Tcp)],
+            Duration::from_millis(300),
+            Duration::from_secs(30),
+        )?;
+        if same_node.is_none() {
+            let bps = iperf(&lab, "bench/a", "bench/c", secs)?;
+            same_node = Some(bps);
+            let _ = writeln!(
+                out,
+                "iperf3 TCP {secs}s, two pods on one node (baseline): {:.2} Gbit/s",
+                bps / 1e9
+            );
+        }
+        let bps = iperf(&lab, "bench/a", "bench/b", secs)?;
+        let base = same_node.unwrap_or(bps);
+        let _ = writeln!(
+            out,
+            "iperf3 TCP {secs}s, pods on different nodes, {}: {:.2} Gbit/s ({:.0}% of the same-node baseline)",
+            if routing == Routing::Vxlan {
+                "VXLAN"
+            } else {
+                "native BGP routing"
+            },
+            bps / 1e9,
+            bps / base * 100.0
+        );
+        lab.down()?;
+    }
+    Ok(out)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -135,8 +283,22 @@ pub fn run(
     up_nodes: usize,
     datastore: DatastoreKind,
     jobs: usize,
+    net: &NetBench,
 ) -> Result<String, LabError> {
     let mut out = String::new();
+    for &n in &net.mesh_sizes {
+        let (up, mesh) = up_to_mesh(n, datastore)?;
+        let target = if n <= 3 { 3.0 } else { 10.0 };
+        let _ = writeln!(
+            out,
+            "up started -> full pod mesh reachable ({n} nodes, one pod per node, every pod -> every other 80/TCP): {:.2}s (target <= {target:.0} s; up {:.2}s of it)",
+            mesh.as_secs_f64(),
+            up.as_secs_f64()
+        );
+    }
+    if net.iperf_secs > 0 {
+        out.push_str(&throughput(datastore, net.iperf_secs)?);
+    }
     let mut spec = LabSpec::new(&names::ephemeral_lab_name(), up_nodes);
     spec.datastore = datastore;
     let t0 = Instant::now();

@@ -127,6 +127,12 @@ enum Cmd {
         datastore: DatastoreKind,
         #[arg(long, default_value_t = 2)]
         jobs: usize,
+        /// Node counts for "up started -> full pod mesh reachable", comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "3,10")]
+        mesh_sizes: Vec<usize>,
+        /// Length of each iperf3 run in seconds; 0 skips the throughput figures.
+        #[arg(long, default_value_t = 5)]
+        iperf_secs: u64,
     },
     /// (internal) The pod server: TCP, UDP and SCTP on the given ports.
     #[command(hide = true)]
@@ -389,10 +395,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             up_nodes,
             datastore,
             jobs,
+            mesh_sizes,
+            iperf_secs,
         } => {
+            let net = bench::NetBench {
+                mesh_sizes,
+                iperf_secs,
+            };
             print!(
                 "{}",
-                bench::run(corpus.as_deref(), up_nodes, datastore, jobs)?
+                bench::run(corpus.as_deref(), up_nodes, datastore, jobs, &net)?
             );
         }
         Cmd::Serve { ports } => {
