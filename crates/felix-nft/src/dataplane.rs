@@ -226,11 +226,18 @@ impl<N: Nft> NftDataplane<N> {
         }
     }
 
-    /// Compare the kernel's table with what we last applied; replace the table atomically when
-    /// they differ (a chain, rule, set element or map entry added, removed or edited behind
-    /// our back, or the table deleted), otherwise apply pending changes incrementally. Returns
-    /// whether drift was found and repaired.
+    /// Compare the kernel's table with what we last applied and repair what differs: only the
+    /// chains, sets and maps that were changed behind our back are rewritten (flushed and
+    /// refilled, re-created, or deleted when they are not ours); the table is replaced
+    /// atomically only when it is missing or a base chain's hook changed. Pending changes are
+    /// then applied incrementally. Before the first successful apply there is nothing to compare
+    /// with: the (full) apply alone reconciles the table, without listing it. Returns whether
+    /// drift was found and repaired.
     pub async fn resync(&mut self) -> Result<bool, DataplaneError> {
+        let Some(applied) = &self.applied else {
+            self.apply().await?;
+            return Ok(false);
+        };
         let listed = self
             .nft
             .list_table(TableFamily::Inet, &self.cfg.table)
@@ -239,19 +246,130 @@ impl<N: Nft> NftDataplane<N> {
                 table: self.cfg.table.clone(),
                 source,
             })?;
-        let kernel = listed.as_ref().map(TableSummary::of_json);
-        let expected = match &self.applied {
-            Some(a) => TableSummary::of_ruleset(a),
-            None => TableSummary::of_ruleset(&self.render()?),
+        let expected = TableSummary::of_ruleset(applied);
+        let repair = match listed.as_ref().map(TableSummary::of_json) {
+            None => None,
+            Some(kernel) if kernel == expected => Some(String::new()),
+            Some(kernel) => repair_script(applied, &expected, &kernel),
         };
-        let drifted = kernel.as_ref() != Some(&expected);
-        if drifted {
-            tracing::warn!(table = %self.cfg.table, "nft table drifted from the desired state; replacing it");
-            self.applied = None;
+        let drifted = repair.as_ref().is_none_or(|s| !s.is_empty());
+        match repair {
+            None => {
+                tracing::warn!(table = %self.cfg.table, "nft table missing or a base chain changed; replacing it");
+                self.applied = None;
+            }
+            Some(script) if !script.is_empty() => {
+                tracing::warn!(
+                    table = %self.cfg.table,
+                    lines = script.lines().count(),
+                    "nft table drifted from the desired state; rewriting the objects that differ"
+                );
+                if let Err(source) = self.nft.apply(&script).await {
+                    self.applied = None;
+                    return Err(DataplaneError::Nft {
+                        table: self.cfg.table.clone(),
+                        source,
+                    });
+                }
+            }
+            Some(_) => {}
         }
         self.apply().await?;
         Ok(drifted)
     }
+}
+
+/// The transaction that brings the kernel's objects that differ from `applied` back to it, or
+/// `None` when only a full replacement can (a base chain's hook differs).
+fn repair_script(applied: &Ruleset, want: &TableSummary, kernel: &TableSummary) -> Option<String> {
+    use std::fmt::Write;
+    for (name, (hook, _)) in &want.chains {
+        if kernel.chains.get(name).is_some_and(|(h, _)| h != hook) {
+            return None;
+        }
+    }
+    let t = applied.table_ref();
+    let mut out = String::new();
+    let join = |items: Vec<String>| items.join(", ");
+    for (name, set) in &applied.sets {
+        match kernel.sets.get(name) {
+            Some(n) if *n == set.elements.len() => continue,
+            Some(_) => _ = writeln!(out, "flush set {t} {name}"),
+            None => _ = writeln!(out, "add set {t} {name} {{ {} }}", set.decl),
+        }
+        if !set.elements.is_empty() {
+            let elems = join(set.elements.iter().cloned().collect());
+            _ = writeln!(out, "add element {t} {name} {{ {elems} }}");
+        }
+    }
+    // Chains missing from the kernel are declared before map elements and rules name them.
+    for (name, chain) in &applied.chains {
+        if !kernel.chains.contains_key(name) {
+            match &chain.base {
+                Some(base) => _ = writeln!(out, "add chain {t} {name} {{ {base} }}"),
+                None => _ = writeln!(out, "add chain {t} {name}"),
+            }
+        }
+    }
+    for (name, map) in &applied.maps {
+        match kernel.maps.get(name) {
+            Some(n) if *n == map.elements.len() => continue,
+            Some(_) => _ = writeln!(out, "flush map {t} {name}"),
+            None => _ = writeln!(out, "add map {t} {name} {{ {} }}", map.decl),
+        }
+        if !map.elements.is_empty() {
+            let elems = join(
+                map.elements
+                    .iter()
+                    .map(|(k, v)| format!("{k} : {v}"))
+                    .collect(),
+            );
+            _ = writeln!(out, "add element {t} {name} {{ {elems} }}");
+        }
+    }
+    for (name, chain) in &applied.chains {
+        if kernel.chains.get(name) == want.chains.get(name) {
+            continue;
+        }
+        if kernel.chains.contains_key(name) {
+            _ = writeln!(out, "flush chain {t} {name}");
+        }
+        for rule in &chain.rules {
+            _ = writeln!(
+                out,
+                "add rule {t} {name} {}",
+                crate::ruleset::tagged_rule(name, rule)
+            );
+        }
+    }
+    // Objects that are not ours: chains flushed before any is deleted (they may jump to each
+    // other), then maps and sets, which nothing of ours references.
+    let extra: Vec<_> = kernel
+        .chains
+        .keys()
+        .filter(|n| !applied.chains.contains_key(*n))
+        .collect();
+    for name in &extra {
+        _ = writeln!(out, "flush chain {t} {name}");
+    }
+    for name in &extra {
+        _ = writeln!(out, "delete chain {t} {name}");
+    }
+    for name in kernel
+        .maps
+        .keys()
+        .filter(|n| !applied.maps.contains_key(*n))
+    {
+        _ = writeln!(out, "delete map {t} {name}");
+    }
+    for name in kernel
+        .sets
+        .keys()
+        .filter(|n| !applied.sets.contains_key(*n))
+    {
+        _ = writeln!(out, "delete set {t} {name}");
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -341,6 +459,58 @@ mod tests {
         assert_eq!(dp.nft().tables().len(), 1);
         let last = dp.nft().transactions().pop().unwrap();
         assert!(last.contains("\"cali1\" : goto fw-cali1"), "{last}");
+    }
+
+    #[tokio::test]
+    async fn resync_before_the_first_apply_does_not_list_and_applies_fully() {
+        let mut dp = NftDataplane::new(FakeNft::new(), Config::default());
+        dp.on_message(&wep("cali1", "10.0.0.1")).unwrap();
+        assert!(
+            !dp.resync().await.unwrap(),
+            "nothing applied yet: no drift to report"
+        );
+        let t = dp.nft().transactions();
+        assert_eq!(t.len(), 1);
+        assert!(t[0].starts_with("table inet calico\ndelete table inet calico\n"));
+    }
+
+    #[test]
+    fn repair_rewrites_only_what_drifted() {
+        let mut st = DesiredState::new();
+        st.apply(&wep("cali1", "10.0.0.1")).unwrap();
+        st.apply(&wep("cali2", "10.0.0.2")).unwrap();
+        let applied = crate::render(&st, &Config::default()).unwrap();
+        let want = TableSummary::of_ruleset(&applied);
+        let mut kernel = want.clone();
+        assert_eq!(repair_script(&applied, &want, &kernel).unwrap(), "");
+        // A rule deleted by hand, a foreign chain added, a map element removed.
+        kernel.chains.get_mut("as-cali1").unwrap().1.pop();
+        kernel.chains.insert("junk".into(), (None, vec![]));
+        *kernel.maps.get_mut("to-wl").unwrap() -= 1;
+        let s = repair_script(&applied, &want, &kernel).unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "flush map inet calico to-wl");
+        assert_eq!(
+            lines[1],
+            "add element inet calico to-wl { \"cali1\" : goto tw-cali1, \"cali2\" : goto tw-cali2 }"
+        );
+        assert_eq!(lines[2], "flush chain inet calico as-cali1");
+        assert!(
+            lines[3..lines.len() - 2]
+                .iter()
+                .all(|l| l.starts_with("add rule inet calico as-cali1 ")),
+            "{s}"
+        );
+        assert_eq!(
+            &lines[lines.len() - 2..],
+            [
+                "flush chain inet calico junk",
+                "delete chain inet calico junk"
+            ]
+        );
+        // A base chain whose hook changed needs the full replacement.
+        kernel.chains.get_mut("filter-FORWARD").unwrap().0 = Some("input".into());
+        assert!(repair_script(&applied, &want, &kernel).is_none());
     }
 
     #[test]

@@ -543,7 +543,13 @@ impl Agent {
                 nft_tick = ticker(intervals.0);
                 route_tick = ticker(intervals.1);
             }
+            let first_pending = !self.applied_once;
             self.maybe_apply().await;
+            if first_pending && self.applied_once {
+                // The first (full) apply of a big table can outlast the refresh interval; the
+                // first drift check comes one interval after it, not as the missed tick.
+                nft_tick = ticker(intervals.0);
+            }
         }
     }
 
@@ -835,13 +841,15 @@ impl Agent {
         if !self.applied_once {
             self.global_sysctls();
         }
-        let nft_result = if self.nft_resync_due {
+        // Drift is checked only against a table we applied: before the first successful apply
+        // the (full, atomic) apply is the reconciliation.
+        let nft_result = if self.nft_resync_due && self.applied_once {
             self.nft.resync().await.map(|drift| {
                 if drift {
                     warn!("repaired out-of-band changes to the nft table");
                 }
             })
-        } else if self.nft_dirty || !self.applied_once {
+        } else if self.nft_dirty || !self.applied_once || self.nft_resync_due {
             self.nft.apply().await.map(|_| ())
         } else {
             Ok(())
@@ -1102,7 +1110,11 @@ mod tests {
 
         a.on_iface(IfaceEvent::State(nl.state().links[&idx].clone()));
         a.on_iface(IfaceEvent::InSync);
+        // A refresh tick that came before the first apply does not compare against a table
+        // nobody applied yet: the first apply alone replaces the table.
+        a.nft_resync_due = true;
         a.maybe_apply().await;
+        assert!(!a.nft_resync_due);
         let t = nft.transactions();
         assert_eq!(t.len(), 1);
         assert!(
