@@ -281,3 +281,240 @@ fn nat_outgoing_host_sees_node_address_and_without_it_the_pod_address() {
     lab.down().expect("down");
     common::assert_nothing_left(&name);
 }
+
+/// FRR daemons started in a lab namespace: each is killed (its whole process group) when the
+/// guard drops, also on panic. The lab's teardown stops them too (they run in a lab namespace
+/// and carry the lab tag) and removes their directory under the lab's state directory.
+struct FrrGuard(Vec<std::process::Child>);
+
+impl Drop for FrrGuard {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // Own process group (procs::InNs::spawn): the group id is the daemon's pid.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = c.wait();
+        }
+    }
+}
+
+fn frr_available() -> bool {
+    std::path::Path::new("/usr/lib/frr/bgpd").is_file()
+        && std::path::Path::new("/usr/lib/frr/zebra").is_file()
+        && std::process::Command::new("id")
+            .arg("frr")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// The acceptance's foreign router: FRR in its own namespace on the lab fabric, AS 65001, a
+/// global BGPPeer (through the lab's calicoctl) makes every node (AS 64512) peer with it; FRR
+/// learns every node's block with the node as next hop (no static routes back: the host is
+/// added without them), and TCP and ICMP from its namespace reach every pod.
+#[test]
+fn frr_tor_learns_blocks_and_reaches_pods() {
+    if !common::lab_available("frr_tor_learns_blocks_and_reaches_pods") {
+        return;
+    }
+    if !frr_available() {
+        eprintln!(
+            "SKIP frr_tor_learns_blocks_and_reaches_pods: FRR (/usr/lib/frr/bgpd, zebra, user frr) not installed"
+        );
+        return;
+    }
+    common::build_binaries();
+    let t0 = Instant::now();
+    let lab = lab_with_pods(3, Routing::BgpMesh, 1);
+    let tor_ip = calico_lab::fabric::host_ip(0);
+    let tor = lab
+        .add_host(0, "tor", "203.0.113.20".parse().unwrap(), false)
+        .expect("tor host");
+    // No route to any pod before FRR learns them.
+    let before = procs_ip(&["-n", &tor, "-4", "route", "show"]);
+    assert!(!before.contains("10.244."), "{before}");
+
+    let dir = lab.state.dir().join("frr");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut conf = format!(
+        "hostname tor\nrouter bgp 65001\n bgp router-id {tor_ip}\n no bgp ebgp-requires-policy\n no bgp network import-check\n"
+    );
+    for n in &lab.state.nodes {
+        conf.push_str(&format!(
+            " neighbor {ip} remote-as 64512\n neighbor {ip} timers connect 1\n",
+            ip = n.ip
+        ));
+    }
+    std::fs::write(dir.join("bgpd.conf"), conf).unwrap();
+    std::fs::write(dir.join("zebra.conf"), "hostname tor\n").unwrap();
+    // FRR drops to user frr: its directory must be its own.
+    let st = std::process::Command::new("chown")
+        .args(["-R", "frr:frr"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "chown frr {}", dir.display());
+    let ds = dir.display().to_string();
+    let mut frr = FrrGuard(Vec::new());
+    for daemon in ["zebra", "bgpd"] {
+        let child = calico_lab::procs::InNs {
+            lab: lab.name(),
+            netns: &tor,
+            argv: calico_lab::procs::argv([
+                format!("/usr/lib/frr/{daemon}"),
+                "-f".into(),
+                format!("{ds}/{daemon}.conf"),
+                "-i".into(),
+                format!("{ds}/{daemon}.pid"),
+                "-z".into(),
+                format!("{ds}/zserv.api"),
+                "--vty_socket".into(),
+                ds.clone(),
+                "-P".into(),
+                "0".into(),
+                "--log".into(),
+                format!("file:{ds}/{daemon}.log"),
+            ]),
+            env: Vec::new(),
+        }
+        .spawn(&dir.join(format!("{daemon}.out")))
+        .expect("start FRR daemon");
+        frr.0.push(child);
+        if daemon == "zebra" {
+            // bgpd connects to zebra's socket; give zebra a moment to create it.
+            let z = dir.join("zserv.api");
+            let t = Instant::now();
+            while !z.exists() && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    lab.calicoctl_apply(&[serde_json::json!({
+        "apiVersion": "projectcalico.org/v3", "kind": "BGPPeer",
+        "metadata": {"name": "tor"},
+        "spec": {"peerIP": tor_ip, "asNumber": 65001}
+    })])
+    .expect("BGPPeer tor");
+
+    // Every node's block (the /26 of its pod), learned with the node as next hop.
+    let blocks: Vec<(String, String)> = lab
+        .state
+        .pods
+        .values()
+        .map(|p| {
+            let net: ipnet::Ipv4Net = format!("{}/{}", p.ip, calico_lab::fabric::POOL_BLOCK_SIZE)
+                .parse()
+                .unwrap();
+            let node = lab.state.node(&p.node).unwrap();
+            (net.trunc().to_string(), node.ip.clone())
+        })
+        .collect();
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    let vtysh = |cmd: &str| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &tor,
+                "vtysh",
+                "--vty_socket",
+                &ds,
+                "-c",
+                cmd,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Every node exports the pool's routes it knows (upstream's `calico_export_to_bgp_peers`
+    // accepts any route in the pool), so FRR may hold a block as a multipath route over several
+    // nodes; the block's own node must be one of its next hops.
+    let t_peer = Instant::now();
+    let routes = loop {
+        let r = bgp_routes(&tor);
+        let all = blocks
+            .iter()
+            .all(|(b, via)| r.get(b).is_some_and(|hops| hops.contains(via)));
+        if all {
+            break r;
+        }
+        assert!(
+            t_peer.elapsed() < Duration::from_secs(20),
+            "FRR did not learn every block {blocks:?}; kernel bgp routes: {r:?}\n{}",
+            vtysh("show bgp summary")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "FRR (AS 65001) learned every block after {:?}: {routes:?}",
+        t_peer.elapsed()
+    );
+    for (b, via) in &blocks {
+        let bgp = vtysh(&format!("show ip bgp {b}"));
+        assert!(
+            bgp.contains(&format!("{via} from {via}")) && bgp.contains("64512"),
+            "show ip bgp {b} lacks the path from {via} (AS 64512):\n{bgp}"
+        );
+    }
+    for n in &lab.state.nodes {
+        let nb = vtysh(&format!("show bgp neighbor {}", n.ip));
+        assert!(nb.contains("BGP state = Established"), "{}: {nb}", n.name);
+    }
+
+    // Traffic from the ToR's namespace reaches every pod (TCP 80 and ICMP).
+    let src = calico_linux::NetNs::named(&tor).unwrap();
+    for (key, p) in &lab.state.pods {
+        let ip: Ipv4Addr = p.ip.parse().unwrap();
+        for &(port, proto) in MESH_CHECKS {
+            let t = Instant::now();
+            let ok = loop {
+                if probe::probe(&src, ip, port, proto, PROBE_TIMEOUT).unwrap() {
+                    break true;
+                }
+                if t.elapsed() > Duration::from_secs(5) {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            assert!(ok, "ToR -> {key} ({ip}) {port}/{proto:?} blocked");
+        }
+    }
+    eprintln!(
+        "ToR reaches every pod (TCP, ICMP); test body {:?}",
+        t0.elapsed()
+    );
+    drop(frr);
+    let name = lab.name().to_string();
+    lab.down().expect("down");
+    common::assert_nothing_left(&name);
+}
+
+fn procs_ip(args: &[&str]) -> String {
+    calico_lab::procs::ip(args).unwrap_or_else(|e| format!("error: {e}"))
+}
+
+/// `proto bgp` IPv4 routes in namespace `ns`: destination -> next hops (single or multipath).
+fn bgp_routes(ns: &str) -> BTreeMap<String, Vec<String>> {
+    let out = procs_ip(&["-n", ns, "-4", "-j", "route", "show", "proto", "bgp"]);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    v.iter()
+        .filter_map(|r| {
+            let dst = r.get("dst")?.as_str()?.to_string();
+            let mut hops: Vec<String> = r
+                .get("gateway")
+                .and_then(|g| g.as_str())
+                .map(str::to_string)
+                .into_iter()
+                .collect();
+            if let Some(nh) = r.get("nexthops").and_then(|n| n.as_array()) {
+                hops.extend(
+                    nh.iter()
+                        .filter_map(|h| h.get("gateway")?.as_str().map(str::to_string)),
+                );
+            }
+            Some((dst, hops))
+        })
+        .collect()
+}
