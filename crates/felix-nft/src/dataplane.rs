@@ -1,13 +1,14 @@
 //! The thin applier: desired state → transactions through the [`Nft`] trait, plus the
 //! periodic resync that compares the kernel's table with what we rendered and repairs drift.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use calico_linux::nft::{Nft, NftError, TableFamily};
-use felix_calc::msg::ToDataplane;
+use felix_calc::msg::{PolicyId, ToDataplane, WorkloadEndpointId};
 
-use crate::render::{Config, RenderError, render};
-use crate::ruleset::{Ruleset, rule_tag};
+use crate::names;
+use crate::render::{self, Config, RenderError, maps, render};
+use crate::ruleset::{MapDef, Ruleset, rule_tag};
 use crate::state::{DesiredState, StateError};
 
 /// Errors of the dataplane.
@@ -122,6 +123,40 @@ pub struct NftDataplane<N: Nft> {
     state: DesiredState,
     /// What the kernel has, as far as we know; `None` forces a full replacement.
     applied: Option<Ruleset>,
+    /// What the messages since the last successful apply touched.
+    dirty: Dirty,
+    /// Per rendered workload: its interface and the shared dispatch chains it uses.
+    ep_index: BTreeMap<WorkloadEndpointId, EpIndex>,
+    /// Users of each shared dispatch chain.
+    shared_refs: BTreeMap<String, usize>,
+}
+
+/// Objects whose rendering may have changed since the last apply.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Re-render everything (configuration, pools, host endpoints).
+    all: bool,
+    sets: BTreeSet<String>,
+    policies: BTreeSet<PolicyId>,
+    profiles: BTreeSet<String>,
+    workloads: BTreeSet<WorkloadEndpointId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EpIndex {
+    iface: String,
+    shared: Vec<String>,
+}
+
+/// The next transaction and what the applied table becomes when it succeeds.
+enum Plan {
+    Full(Ruleset),
+    Patch {
+        old: Ruleset,
+        new: Ruleset,
+        index: Vec<(WorkloadEndpointId, Option<EpIndex>)>,
+        refs: BTreeMap<String, usize>,
+    },
 }
 
 impl<N: Nft> NftDataplane<N> {
@@ -131,6 +166,12 @@ impl<N: Nft> NftDataplane<N> {
             cfg,
             state: DesiredState::new(),
             applied: None,
+            dirty: Dirty {
+                all: true,
+                ..Dirty::default()
+            },
+            ep_index: BTreeMap::new(),
+            shared_refs: BTreeMap::new(),
         }
     }
 
@@ -159,18 +200,96 @@ impl<N: Nft> NftDataplane<N> {
         if cfg.table != self.cfg.table {
             self.applied = None;
         }
+        self.dirty.all = true;
         self.cfg = cfg;
     }
 
     /// Replace the IP pools used for natOutgoing (no kernel I/O).
     pub fn set_ip_pools(&mut self, pools: BTreeMap<String, crate::state::PoolNat>) {
         self.state.ip_pools = pools;
+        self.dirty.all = true;
     }
 
     /// Feed one calculation-graph message (no kernel I/O).
     pub fn on_message(&mut self, msg: &ToDataplane) -> Result<(), DataplaneError> {
+        self.mark_dirty(msg);
         self.state.apply(msg)?;
+        self.mark_dirty(msg);
         Ok(())
+    }
+
+    /// Record what `msg` may change; called before and after applying it, so that both the old
+    /// and the new rules' sets are re-rendered.
+    fn mark_dirty(&mut self, msg: &ToDataplane) {
+        let d = &mut self.dirty;
+        let mut refs = BTreeSet::new();
+        match msg {
+            ToDataplane::InSync => {}
+            ToDataplane::IpSetUpdate(u) => _ = d.sets.insert(u.id.clone()),
+            ToDataplane::IpSetDeltaUpdate(u) => _ = d.sets.insert(u.id.clone()),
+            ToDataplane::IpSetRemove(u) => _ = d.sets.insert(u.id.clone()),
+            ToDataplane::ActivePolicyUpdate(_) | ToDataplane::ActivePolicyRemove(_) => {
+                let id = match msg {
+                    ToDataplane::ActivePolicyUpdate(u) => &u.id,
+                    ToDataplane::ActivePolicyRemove(r) => &r.id,
+                    _ => return,
+                };
+                d.policies.insert(id.clone());
+                let present = self.state.policies.get(id);
+                if let Some(p) = present {
+                    render::rule_set_refs(
+                        p.inbound_rules.iter().chain(&p.outbound_rules),
+                        &mut refs,
+                    );
+                }
+                // Endpoints name a policy whether or not it is active (unknown = drop): its
+                // activation (absent before) or removal (absent after) changes their dispatch.
+                if present.is_none() {
+                    if !self.state.host_endpoints.is_empty() {
+                        d.all = true;
+                    }
+                    for (wid, ep) in &self.state.workloads {
+                        let uses = ep.tiers.iter().any(|t| {
+                            t.ingress_policies.contains(id) || t.egress_policies.contains(id)
+                        });
+                        if uses {
+                            d.workloads.insert(wid.clone());
+                        }
+                    }
+                }
+            }
+            ToDataplane::ActiveProfileUpdate(_) | ToDataplane::ActiveProfileRemove(_) => {
+                let name = match msg {
+                    ToDataplane::ActiveProfileUpdate(u) => &u.id.name,
+                    ToDataplane::ActiveProfileRemove(r) => &r.id.name,
+                    _ => return,
+                };
+                d.profiles.insert(name.clone());
+                let present = self.state.profiles.get(name);
+                if let Some(p) = present {
+                    render::rule_set_refs(
+                        p.inbound_rules.iter().chain(&p.outbound_rules),
+                        &mut refs,
+                    );
+                }
+                if present.is_none() {
+                    if !self.state.host_endpoints.is_empty() {
+                        d.all = true;
+                    }
+                    for (wid, ep) in &self.state.workloads {
+                        if ep.profile_ids.contains(name) {
+                            d.workloads.insert(wid.clone());
+                        }
+                    }
+                }
+            }
+            ToDataplane::WorkloadEndpointUpdate(u) => _ = d.workloads.insert(u.id.clone()),
+            ToDataplane::WorkloadEndpointRemove(r) => _ = d.workloads.insert(r.id.clone()),
+            ToDataplane::HostEndpointUpdate(_) | ToDataplane::HostEndpointRemove(_) => {
+                d.all = true;
+            }
+        }
+        d.sets.extend(refs.into_iter().map(|(id, _)| id));
     }
 
     fn render(&self) -> Result<Ruleset, DataplaneError> {
@@ -180,44 +299,300 @@ impl<N: Nft> NftDataplane<N> {
         })
     }
 
+    /// The transaction for the objects touched since the last apply: only they are
+    /// re-rendered and compared. Falls back to a full rendering when nothing was applied yet,
+    /// when something global changed, or when two workloads claim one interface.
+    fn plan(&self) -> Result<Plan, DataplaneError> {
+        let Some(applied) = self.applied.as_ref().filter(|_| !self.dirty.all) else {
+            return Ok(Plan::Full(self.render()?));
+        };
+        let err = |source| DataplaneError::Render {
+            table: self.cfg.table.clone(),
+            source,
+        };
+        let st = &self.state;
+        let mut new = Ruleset {
+            family: applied.family.clone(),
+            table: applied.table.clone(),
+            ..Default::default()
+        };
+        for m in [maps::TO_WL, maps::FROM_WL, maps::WL_ANTISPOOF] {
+            let decl = applied
+                .maps
+                .get(m)
+                .map(|d| d.decl.clone())
+                .unwrap_or_default();
+            new.maps.insert(
+                m.to_string(),
+                MapDef {
+                    decl,
+                    elements: BTreeMap::new(),
+                },
+            );
+        }
+        let mut chains: BTreeSet<String> = BTreeSet::new();
+        let mut sets: BTreeSet<String> = BTreeSet::new();
+        let mut keys: BTreeSet<String> = BTreeSet::new();
+        // IP sets, with whether any rule still references them.
+        if !self.dirty.sets.is_empty() {
+            let mut referenced = BTreeSet::new();
+            let rules = st
+                .policies
+                .values()
+                .flat_map(|p| p.inbound_rules.iter().chain(&p.outbound_rules))
+                .chain(
+                    st.profiles
+                        .values()
+                        .flat_map(|p| p.inbound_rules.iter().chain(&p.outbound_rules)),
+                );
+            render::rule_set_refs(rules, &mut referenced);
+            for id in &self.dirty.sets {
+                let refd = (
+                    referenced.contains(&(id.clone(), false)),
+                    referenced.contains(&(id.clone(), true)),
+                );
+                render::render_set(st, id, refd, &mut new).map_err(err)?;
+                sets.extend(render::set_names(id));
+            }
+        }
+        for id in &self.dirty.policies {
+            render::render_policy(st, &self.cfg, id, &mut new).map_err(err)?;
+            chains.insert(names::policy_chain(id, true));
+            chains.insert(names::policy_chain(id, false));
+        }
+        for name in &self.dirty.profiles {
+            render::render_profile(st, &self.cfg, name, &mut new).map_err(err)?;
+            chains.insert(names::profile_chain(name, true));
+            chains.insert(names::profile_chain(name, false));
+        }
+        let mut index = Vec::new();
+        let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
+        for id in &self.dirty.workloads {
+            let old = self.ep_index.get(id);
+            if let Some(o) = old {
+                for prefix in ["tw-", "fw-", "as-"] {
+                    chains.insert(names::endpoint_chain(prefix, &o.iface));
+                }
+                keys.insert(render::ifname_key(&o.iface));
+                for c in &o.shared {
+                    *deltas.entry(c.clone()).or_default() -= 1;
+                }
+            }
+            let claimed = |iface: &str| {
+                st.workloads
+                    .iter()
+                    .any(|(other, e)| other != id && e.name == iface)
+            };
+            let mine = st.workloads.get(id);
+            if mine.is_some_and(|ep| claimed(&ep.name)) || old.is_some_and(|o| claimed(&o.iface)) {
+                return Ok(Plan::Full(self.render()?));
+            }
+            let now = match mine {
+                Some(ep) => {
+                    let mut one = Ruleset::default();
+                    for m in [maps::TO_WL, maps::FROM_WL, maps::WL_ANTISPOOF] {
+                        one.maps.insert(m.to_string(), MapDef::default());
+                    }
+                    render::render_workload(st, &self.cfg, ep, &mut one);
+                    let entry = ep_index_of(&one, &ep.name);
+                    for (name, c) in one.chains {
+                        chains.insert(name.clone());
+                        new.chains.insert(name, c);
+                    }
+                    for (m, def) in one.maps {
+                        for (k, v) in def.elements {
+                            keys.insert(k.clone());
+                            if let Some(nm) = new.maps.get_mut(&m) {
+                                nm.elements.insert(k, v);
+                            }
+                        }
+                    }
+                    if let Some(e) = &entry {
+                        for c in &e.shared {
+                            *deltas.entry(c.clone()).or_default() += 1;
+                        }
+                    }
+                    entry
+                }
+                None => None,
+            };
+            index.push((id.clone(), now));
+        }
+        let mut refs = BTreeMap::new();
+        for (name, delta) in deltas {
+            let have = i64::try_from(self.shared_refs.get(&name).copied().unwrap_or(0))
+                .unwrap_or(i64::MAX);
+            let users = usize::try_from(have + delta).unwrap_or(0);
+            chains.insert(name.clone());
+            if users == 0 {
+                new.chains.remove(&name);
+            } else if !new.chains.contains_key(&name) {
+                // Still used by endpoints that were not re-rendered: unchanged.
+                if let Some(c) = applied.chains.get(&name) {
+                    new.chains.insert(name.clone(), c.clone());
+                }
+            }
+            refs.insert(name, users);
+        }
+        // The same names as the kernel has them now.
+        let mut old = Ruleset {
+            family: applied.family.clone(),
+            table: applied.table.clone(),
+            ..Default::default()
+        };
+        for name in &chains {
+            if let Some(c) = applied.chains.get(name) {
+                old.chains.insert(name.clone(), c.clone());
+            }
+        }
+        for name in &sets {
+            if let Some(c) = applied.sets.get(name) {
+                old.sets.insert(name.clone(), c.clone());
+            }
+        }
+        for (m, def) in &new.maps {
+            let mut o = MapDef {
+                decl: def.decl.clone(),
+                elements: BTreeMap::new(),
+            };
+            if let Some(a) = applied.maps.get(m) {
+                for k in &keys {
+                    if let Some(v) = a.elements.get(k) {
+                        o.elements.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            old.maps.insert(m.clone(), o);
+        }
+        Ok(Plan::Patch {
+            old,
+            new,
+            index,
+            refs,
+        })
+    }
+
+    /// The script and kind of a plan (`None`: the patch needs a full replacement).
+    fn script_of(&self, plan: &Plan) -> Option<(String, ApplyKind)> {
+        let diff = match plan {
+            Plan::Full(desired) => match self.applied.as_ref() {
+                Some(old) => desired.diff_script(old),
+                None => None,
+            },
+            Plan::Patch { old, new, .. } => Some(new.diff_script(old)?),
+        };
+        match (diff, plan) {
+            (Some(s), _) if s.is_empty() => Some((s, ApplyKind::Noop)),
+            (Some(s), _) => Some((s, ApplyKind::Incremental)),
+            (None, Plan::Full(desired)) => Some((desired.full_script(), ApplyKind::Full)),
+            (None, Plan::Patch { .. }) => None,
+        }
+    }
+
+    /// Plan and script, falling back to a full rendering when a patch cannot be expressed.
+    fn next(&self) -> Result<(Plan, String, ApplyKind), DataplaneError> {
+        let plan = self.plan()?;
+        if let Some((s, k)) = self.script_of(&plan) {
+            return Ok((plan, s, k));
+        }
+        let plan = Plan::Full(self.render()?);
+        let (s, k) = self
+            .script_of(&plan)
+            .unwrap_or_else(|| (String::new(), ApplyKind::Noop));
+        Ok((plan, s, k))
+    }
+
+    /// The applied table becomes the plan's result.
+    fn commit(&mut self, plan: Plan) {
+        match plan {
+            Plan::Full(desired) => {
+                self.rebuild_index(&desired);
+                self.applied = Some(desired);
+            }
+            Plan::Patch {
+                old,
+                new,
+                index,
+                refs,
+            } => {
+                if let Some(a) = self.applied.as_mut() {
+                    for name in old.chains.keys() {
+                        a.chains.remove(name);
+                    }
+                    a.chains.extend(new.chains);
+                    for name in old.sets.keys() {
+                        a.sets.remove(name);
+                    }
+                    a.sets.extend(new.sets);
+                    for (m, def) in old.maps {
+                        if let Some(am) = a.maps.get_mut(&m) {
+                            for k in def.elements.keys() {
+                                am.elements.remove(k);
+                            }
+                        }
+                    }
+                    for (m, def) in new.maps {
+                        if let Some(am) = a.maps.get_mut(&m) {
+                            am.elements.extend(def.elements);
+                        }
+                    }
+                }
+                for (id, e) in index {
+                    match e {
+                        Some(e) => _ = self.ep_index.insert(id, e),
+                        None => _ = self.ep_index.remove(&id),
+                    }
+                }
+                for (name, n) in refs {
+                    if n == 0 {
+                        self.shared_refs.remove(&name);
+                    } else {
+                        self.shared_refs.insert(name, n);
+                    }
+                }
+            }
+        }
+        self.dirty = Dirty::default();
+    }
+
+    fn rebuild_index(&mut self, r: &Ruleset) {
+        self.ep_index.clear();
+        self.shared_refs.clear();
+        for (id, ep) in &self.state.workloads {
+            if let Some(e) = ep_index_of(r, &ep.name) {
+                for c in &e.shared {
+                    *self.shared_refs.entry(c.clone()).or_default() += 1;
+                }
+                self.ep_index.insert(id.clone(), e);
+            }
+        }
+    }
+
     /// The script the next [`apply`](Self::apply) would run (empty when nothing changed).
     pub fn pending_script(&self) -> Result<(String, ApplyKind), DataplaneError> {
-        let desired = self.render()?;
-        Ok(
-            match self
-                .applied
-                .as_ref()
-                .and_then(|old| desired.diff_script(old))
-            {
-                Some(s) if s.is_empty() => (s, ApplyKind::Noop),
-                Some(s) => (s, ApplyKind::Incremental),
-                None => (desired.full_script(), ApplyKind::Full),
-            },
-        )
+        let (_, script, kind) = self.next()?;
+        Ok((script, kind))
     }
 
     /// Bring the kernel to the desired state in one transaction. The first apply replaces the
-    /// table atomically (reconciling whatever a previous run left). On failure the kernel is
-    /// unchanged and the next apply does a full replacement.
+    /// table atomically (reconciling whatever a previous run left); later ones re-render only
+    /// what the messages since the last apply touched. On failure the kernel is unchanged and
+    /// the next apply does a full replacement.
     pub async fn apply(&mut self) -> Result<ApplyKind, DataplaneError> {
-        let desired = self.render()?;
-        let (script, kind) = match self
-            .applied
-            .as_ref()
-            .and_then(|old| desired.diff_script(old))
-        {
-            Some(s) if s.is_empty() => return Ok(ApplyKind::Noop),
-            Some(s) => (s, ApplyKind::Incremental),
-            None => (desired.full_script(), ApplyKind::Full),
-        };
+        let (plan, script, kind) = self.next()?;
+        if kind == ApplyKind::Noop {
+            self.commit(plan);
+            return Ok(kind);
+        }
         tracing::debug!(table = %self.cfg.table, ?kind, lines = script.lines().count(), "nft apply");
         match self.nft.apply(&script).await {
             Ok(()) => {
-                self.applied = Some(desired);
+                self.commit(plan);
                 Ok(kind)
             }
             Err(source) => {
                 self.applied = None;
+                self.dirty.all = true;
                 Err(DataplaneError::Nft {
                     table: self.cfg.table.clone(),
                     source,
@@ -257,6 +632,7 @@ impl<N: Nft> NftDataplane<N> {
             None => {
                 tracing::warn!(table = %self.cfg.table, "nft table missing or a base chain changed; replacing it");
                 self.applied = None;
+                self.dirty.all = true;
             }
             Some(script) if !script.is_empty() => {
                 tracing::warn!(
@@ -277,6 +653,22 @@ impl<N: Nft> NftDataplane<N> {
         self.apply().await?;
         Ok(drifted)
     }
+}
+
+/// A rendered workload's interface and the shared dispatch chains its chains go to (`None`
+/// when it was not rendered, e.g. an invalid interface name).
+fn ep_index_of(r: &Ruleset, iface: &str) -> Option<EpIndex> {
+    let tw = r.chains.get(&names::endpoint_chain("tw-", iface))?;
+    let fw = r.chains.get(&names::endpoint_chain("fw-", iface));
+    let shared = [Some(tw), fw]
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.rules.last()?.strip_prefix("goto ").map(str::to_string))
+        .collect();
+    Some(EpIndex {
+        iface: iface.to_string(),
+        shared,
+    })
 }
 
 /// The transaction that brings the kernel's objects that differ from `applied` back to it, or

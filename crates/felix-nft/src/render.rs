@@ -306,7 +306,51 @@ fn render_sets(state: &DesiredState, r: &mut Ruleset) -> Result<(), RenderError>
     }
     // Sets referenced by rules but not (yet) sent: declared empty so the table loads;
     // an empty set matches nothing, which is what an unknown selector selects.
-    let mut referenced: BTreeSet<(String, bool)> = BTreeSet::new();
+    for (id, np) in referenced_sets(state) {
+        declare_referenced(r, &id, np);
+    }
+    Ok(())
+}
+
+fn declare_referenced(r: &mut Ruleset, id: &str, np: bool) {
+    for fam in Family::BOTH {
+        let (name, decl) = set_decl(id, np, fam);
+        if !r.sets.contains_key(&name) {
+            tracing::debug!(set = %id, "ip set referenced before it was sent; declared empty");
+            add_set(r, name, decl, BTreeSet::new());
+        }
+    }
+}
+
+/// IP set ids (and whether as named-port sets) referenced by the rules of `rules`.
+pub(crate) fn rule_set_refs<'a>(
+    rules: impl IntoIterator<Item = &'a Rule>,
+    out: &mut BTreeSet<(String, bool)>,
+) {
+    for rule in rules {
+        for id in rule
+            .src_ip_set_ids
+            .iter()
+            .chain(&rule.dst_ip_set_ids)
+            .chain(&rule.not_src_ip_set_ids)
+            .chain(&rule.not_dst_ip_set_ids)
+        {
+            out.insert((id.clone(), false));
+        }
+        for id in rule
+            .src_named_port_ip_set_ids
+            .iter()
+            .chain(&rule.dst_named_port_ip_set_ids)
+            .chain(&rule.not_src_named_port_ip_set_ids)
+            .chain(&rule.not_dst_named_port_ip_set_ids)
+        {
+            out.insert((id.clone(), true));
+        }
+    }
+}
+
+fn referenced_sets(state: &DesiredState) -> BTreeSet<(String, bool)> {
+    let mut referenced = BTreeSet::new();
     let rules = state
         .policies
         .values()
@@ -317,34 +361,42 @@ fn render_sets(state: &DesiredState, r: &mut Ruleset) -> Result<(), RenderError>
                 .values()
                 .flat_map(|p| p.inbound_rules.iter().chain(&p.outbound_rules)),
         );
-    for rule in rules {
-        for id in rule
-            .src_ip_set_ids
-            .iter()
-            .chain(&rule.dst_ip_set_ids)
-            .chain(&rule.not_src_ip_set_ids)
-            .chain(&rule.not_dst_ip_set_ids)
-        {
-            referenced.insert((id.clone(), false));
-        }
-        for id in rule
-            .src_named_port_ip_set_ids
-            .iter()
-            .chain(&rule.dst_named_port_ip_set_ids)
-            .chain(&rule.not_src_named_port_ip_set_ids)
-            .chain(&rule.not_dst_named_port_ip_set_ids)
-        {
-            referenced.insert((id.clone(), true));
+    rule_set_refs(rules, &mut referenced);
+    referenced
+}
+
+/// Every set name IP set `id` can render to (both families, plain and named-port).
+pub(crate) fn set_names(id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for np in [false, true] {
+        for fam in Family::BOTH {
+            out.push(set_decl(id, np, fam).0);
         }
     }
-    for (id, np) in referenced {
+    out
+}
+
+/// The sets IP set `id` renders to, given whether rules reference it as a plain and as a
+/// named-port set, into `r` (the same result as the full rendering for these names).
+pub(crate) fn render_set(
+    state: &DesiredState,
+    id: &str,
+    referenced: (bool, bool),
+    r: &mut Ruleset,
+) -> Result<(), RenderError> {
+    if let Some(set) = state.ip_sets.get(id) {
+        let np = set.set_type == IpSetType::IpAndPort;
         for fam in Family::BOTH {
-            let (name, decl) = set_decl(&id, np, fam);
-            if !r.sets.contains_key(&name) {
-                tracing::debug!(set = %id, "ip set referenced before it was sent; declared empty");
-                add_set(r, name, decl, BTreeSet::new());
-            }
+            let elements = rules::set_elements(id, np, &set.members, fam)?;
+            let (name, decl) = set_decl(id, np, fam);
+            add_set(r, name, decl, elements);
         }
+    }
+    if referenced.0 {
+        declare_referenced(r, id, false);
+    }
+    if referenced.1 {
+        declare_referenced(r, id, true);
     }
     Ok(())
 }
@@ -384,7 +436,23 @@ fn rule_chain(rules_in: &[Rule], owner: &str, cfg: &Config) -> Result<Vec<String
 }
 
 fn render_policies(state: &DesiredState, cfg: &Config, r: &mut Ruleset) -> Result<(), RenderError> {
-    for (id, p) in &state.policies {
+    for id in state.policies.keys() {
+        render_policy(state, cfg, id, r)?;
+    }
+    for name in state.profiles.keys() {
+        render_profile(state, cfg, name, r)?;
+    }
+    Ok(())
+}
+
+/// Policy `id`'s two chains into `r` (nothing when the policy is not active).
+pub(crate) fn render_policy(
+    state: &DesiredState,
+    cfg: &Config,
+    id: &PolicyId,
+    r: &mut Ruleset,
+) -> Result<(), RenderError> {
+    if let Some(p) = state.policies.get(id) {
         let owner = format!("policy {}", names::policy_id(id));
         r.chains.insert(
             names::policy_chain(id, true),
@@ -395,7 +463,17 @@ fn render_policies(state: &DesiredState, cfg: &Config, r: &mut Ruleset) -> Resul
             chain(None, rule_chain(&p.outbound_rules, &owner, cfg)?),
         );
     }
-    for (name, p) in &state.profiles {
+    Ok(())
+}
+
+/// Profile `name`'s two chains into `r` (nothing when the profile is not active).
+pub(crate) fn render_profile(
+    state: &DesiredState,
+    cfg: &Config,
+    name: &str,
+    r: &mut Ruleset,
+) -> Result<(), RenderError> {
+    if let Some(p) = state.profiles.get(name) {
         let owner = format!("profile {name}");
         r.chains.insert(
             names::profile_chain(name, true),
@@ -726,12 +804,31 @@ fn endpoint_policy_rules(
 
 fn render_workloads(state: &DesiredState, cfg: &Config, r: &mut Ruleset) {
     for ep in state.workloads.values() {
+        render_workload(state, cfg, ep, r);
+    }
+}
+
+/// The map key of an interface name.
+pub(crate) fn ifname_key(iface: &str) -> String {
+    format!("\"{}\"", iface.replace('"', ""))
+}
+
+/// One workload's chains (`tw-`, `fw-`, `as-`), its shared dispatch chains and its map
+/// elements, into `r` (whose workload maps must exist). Skipped (with a warning) when the
+/// interface name is invalid.
+pub(crate) fn render_workload(
+    state: &DesiredState,
+    cfg: &Config,
+    ep: &felix_calc::msg::WorkloadEndpoint,
+    r: &mut Ruleset,
+) {
+    {
         let iface = ep.name.as_str();
         if !valid_ifname(iface) {
             tracing::warn!(endpoint = %iface, "workload endpoint has no valid interface name; skipped");
-            continue;
+            return;
         }
-        let key = format!("\"{}\"", iface.replace('"', ""));
+        let key = ifname_key(iface);
         let admin_down = !ep.state.is_empty() && ep.state != "active";
         for (inbound, prefix, map) in [(true, "tw-", maps::TO_WL), (false, "fw-", maps::FROM_WL)] {
             let name = names::endpoint_chain(prefix, iface);
