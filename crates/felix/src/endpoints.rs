@@ -45,6 +45,11 @@ pub enum EndpointError {
     },
 }
 
+/// Upstream's `IPv4NormalRoutePriority` (1024). BIRD's export filter (`calico_aggr`) treats a
+/// route inside a local block with a lower metric as an elevated (live-migration) route and
+/// exports it as a /32; at 1024 only the block is exported.
+pub const WORKLOAD_ROUTE_METRIC: u32 = 1024;
+
 /// The configuration the manager uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointConfig {
@@ -289,6 +294,9 @@ impl EndpointManager {
             .map(|l| l.index)
             .collect();
         let mut present: BTreeMap<RouteKey, Route> = BTreeMap::new();
+        // Routes to a wanted (dst, interface) at another metric (the CNI plugin's metric-0 route,
+        // or an older Felix's): removed once ours is in place.
+        let mut other_metric: Vec<Route> = Vec::new();
         let mut families = vec![RouteFilter::v4()];
         if self.cfg.ipv6 {
             families.push(RouteFilter::v6());
@@ -301,7 +309,12 @@ impl EndpointManager {
                             && workload_oifs.contains(&oif)
                             && r.gateway.is_none()
                         {
-                            present.insert((r.dst, oif), r);
+                            if r.metric.unwrap_or(0) == WORKLOAD_ROUTE_METRIC {
+                                present.insert((r.dst, oif), r);
+                            } else {
+                                present.entry((r.dst, oif)).or_insert_with(|| r.clone());
+                                other_metric.push(r);
+                            }
                         }
                     }
                 }
@@ -357,9 +370,14 @@ impl EndpointManager {
         // Add or fix what is missing.
         let mut num_routes = 0;
         for (key, (id, mac)) in &desired {
-            let want = Route::device(key.0, key.1).with_protocol(self.cfg.device_route_protocol);
+            let want = Route::device(key.0, key.1)
+                .with_protocol(self.cfg.device_route_protocol)
+                .with_metric(WORKLOAD_ROUTE_METRIC);
             let ok = present.get(key).is_some_and(|r| {
-                r.protocol == want.protocol && r.scope == want.scope && r.kind == want.kind
+                r.protocol == want.protocol
+                    && r.scope == want.scope
+                    && r.kind == want.kind
+                    && r.metric.unwrap_or(0) == WORKLOAD_ROUTE_METRIC
             });
             if !ok {
                 debug!(dst = %key.0, oif = key.1, "programming workload route");
@@ -386,6 +404,17 @@ impl EndpointManager {
             }
             self.programmed.insert(*key);
             num_routes += 1;
+            for stale in other_metric.iter().filter(|r| (r.dst, key.1) == *key) {
+                debug!(dst = %stale.dst, metric = ?stale.metric, "removing route at another metric");
+                match self.netlink.del_route(stale).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(source) => errors.push(EndpointError::Netlink {
+                        endpoint: format!("route {}", stale.dst),
+                        source,
+                    }),
+                }
+            }
         }
         report.num_routes = num_routes;
         (report, errors)
@@ -583,12 +612,19 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(r.num_routes, 0);
         let idx = nl.add_existing_link("cali1", None, 1500, true);
+        // The CNI plugin's route (metric 0) is there first; Felix's replaces it.
+        nl.add_route(&Route::device("10.0.0.1/32".parse().unwrap(), idx).with_protocol(3))
+            .await
+            .unwrap();
         links(&nl, &mut m);
         let (r, errs) = m.apply(Instant::now()).await;
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(r.num_routes, 1);
         let routes = nl.state().routes;
-        let route = routes.iter().find(|r| r.oif == Some(idx)).unwrap();
+        let on_iface: Vec<_> = routes.iter().filter(|r| r.oif == Some(idx)).collect();
+        assert_eq!(on_iface.len(), 1, "{on_iface:?}");
+        let route = on_iface[0];
+        assert_eq!(route.metric, Some(WORKLOAD_ROUTE_METRIC));
         assert_eq!(route.dst, "10.0.0.1/32".parse::<IpNet>().unwrap());
         assert_eq!(route.protocol, 3);
         assert_eq!(route.scope, calico_linux::RouteScope::Link);
