@@ -451,6 +451,16 @@ fn frr_tor_learns_blocks_and_reaches_pods() {
         "FRR (AS 65001) learned every block after {:?}: {routes:?}",
         t_peer.elapsed()
     );
+    // Only blocks, no pod /32s: workload routes sit at the normal priority (metric 1024), which
+    // calico_aggr does not treat as elevated (live-migration) routes.
+    let hosts: Vec<&String> = routes
+        .keys()
+        .filter(|d| !d.contains('/') || d.ends_with("/32"))
+        .collect();
+    assert!(
+        hosts.is_empty(),
+        "pod host routes exported to the ToR: {hosts:?}"
+    );
     for (b, via) in &blocks {
         let bgp = vtysh(&format!("show ip bgp {b}"));
         assert!(
