@@ -85,27 +85,7 @@ fn sigkilled_up_is_swept() {
         !ns.is_empty(),
         "the killed up left nothing to sweep; kill came too late"
     );
-    // A child the runner had just forked holds a copy of the lab's lock until it execs (the
-    // lock file is close-on-exec), so a sweep in that instant sees the lab busy and leaves it;
-    // an operator's second sweep removes it. Allow three, a moment apart.
-    for attempt in 1..=3 {
-        let out = Command::new(env!("CARGO_BIN_EXE_calico-lab"))
-            .arg("sweep")
-            .output()
-            .expect("calico-lab sweep");
-        assert!(
-            out.status.success(),
-            "sweep: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let (ns, pids, dir) = calico_lab::sweep::leftovers(&name);
-        if ns.is_empty() && pids.is_empty() && !dir {
-            break;
-        }
-        eprintln!("sweep {attempt}: lab {name} still has {ns:?} {pids:?}; sweeping again");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    common::assert_nothing_left(&name);
+    sweep_until_gone(&name);
 }
 
 #[test]
@@ -182,9 +162,14 @@ fn sigkilled_scenario_run_is_swept() {
         !pids.is_empty(),
         "nothing running after the kill: the test proves nothing"
     );
-    // A child the runner had just forked holds a copy of the lab's lock until it execs (the
-    // lock file is close-on-exec), so a sweep in that instant sees the lab busy and leaves it;
-    // an operator's second sweep removes it. Allow three, a moment apart.
+    sweep_until_gone(&name);
+}
+
+/// `calico-lab sweep`, then nothing of `name` may be left. A child the killed runner had just
+/// forked holds a copy of the lab's lock until it execs (the lock file is close-on-exec), so a
+/// sweep in that instant sees the lab busy and leaves it; an operator's second sweep removes
+/// it. Allow three, a moment apart.
+fn sweep_until_gone(name: &str) {
     for attempt in 1..=3 {
         let out = Command::new(env!("CARGO_BIN_EXE_calico-lab"))
             .arg("sweep")
@@ -195,12 +180,12 @@ fn sigkilled_scenario_run_is_swept() {
             "sweep: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let (ns, pids, dir) = calico_lab::sweep::leftovers(&name);
+        let (ns, pids, dir) = calico_lab::sweep::leftovers(name);
         if ns.is_empty() && pids.is_empty() && !dir {
             break;
         }
         eprintln!("sweep {attempt}: lab {name} still has {ns:?} {pids:?}; sweeping again");
         std::thread::sleep(Duration::from_millis(300));
     }
-    common::assert_nothing_left(&name);
+    common::assert_nothing_left(name);
 }
