@@ -671,30 +671,21 @@ fn render_base_chains(cfg: &Config, r: &mut Ruleset) -> Result<(), RenderError> 
         }
         chain(None, v)
     };
-    r.chains.insert(
-        "from-wl-dispatch".into(),
-        dispatch(maps::FROM_WL, "iifname", true),
-    );
-    r.chains.insert(
-        "to-wl-dispatch".into(),
-        dispatch(maps::TO_WL, "oifname", true),
-    );
-    r.chains.insert(
-        "from-hep-dispatch".into(),
-        dispatch(maps::FROM_HEP, "iifname", false),
-    );
-    r.chains.insert(
-        "to-hep-dispatch".into(),
-        dispatch(maps::TO_HEP, "oifname", false),
-    );
-    r.chains.insert(
-        "from-hep-fwd-dispatch".into(),
-        dispatch(maps::FROM_HEP_FWD, "iifname", false),
-    );
-    r.chains.insert(
-        "to-hep-fwd-dispatch".into(),
-        dispatch(maps::TO_HEP_FWD, "oifname", false),
-    );
+    for (name, map, dir, catch_all) in [
+        ("from-wl-dispatch", maps::FROM_WL, "iifname", true),
+        ("to-wl-dispatch", maps::TO_WL, "oifname", true),
+        ("from-hep-dispatch", maps::FROM_HEP, "iifname", false),
+        ("to-hep-dispatch", maps::TO_HEP, "oifname", false),
+        (
+            "from-hep-fwd-dispatch",
+            maps::FROM_HEP_FWD,
+            "iifname",
+            false,
+        ),
+        ("to-hep-fwd-dispatch", maps::TO_HEP_FWD, "oifname", false),
+    ] {
+        r.chains.insert(name.into(), dispatch(map, dir, catch_all));
+    }
 
     // failsafes
     r.chains.insert(
