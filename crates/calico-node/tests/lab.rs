@@ -22,6 +22,38 @@ fn lab(test: &str) -> bool {
     true
 }
 
+/// Destination → next-hop addresses of `ip route` output, single-path (`via` on the route's
+/// line) and multipath (indented `nexthop via` lines) alike.
+fn route_next_hops(out: &str) -> std::collections::HashMap<&str, Vec<&str>> {
+    let mut m = std::collections::HashMap::<&str, Vec<&str>>::new();
+    let mut current = None;
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !line.starts_with(char::is_whitespace) {
+            current = words.first().copied();
+            if let Some(dst) = current {
+                m.entry(dst).or_default();
+            }
+        }
+        let Some(dst) = current else { continue };
+        for w in words.windows(2) {
+            if w[0] == "via" {
+                m.entry(dst).or_default().push(w[1]);
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn route_next_hops_reads_single_and_multipath_routes() {
+    let out = "10.65.1.0/26 nhid 15 proto bgp metric 20 \n\tnexthop via 10.99.0.1 dev eth0 weight 1 \n\tnexthop via 10.99.0.2 dev eth0 weight 1 \n10.65.2.0/26 via 10.99.0.3 dev eth0 proto bgp metric 20 \n10.99.0.0/24 dev eth0 proto kernel scope link src 10.99.0.254 \n";
+    let m = route_next_hops(out);
+    assert_eq!(m["10.65.1.0/26"], ["10.99.0.1", "10.99.0.2"]);
+    assert_eq!(m["10.65.2.0/26"], ["10.99.0.3"]);
+    assert!(m["10.99.0.0/24"].is_empty());
+}
+
 fn blocks(c: &Cluster) -> Vec<String> {
     (0..c.nodes.len())
         .map(|i| c.allocate_block(i, &format!("lab-{i}")))
@@ -262,19 +294,6 @@ fn frr_tor_learns_blocks_and_bgppeer_delete_drops_session() {
         "spec": {"peerIP": "10.99.0.254", "asNumber": 65000}
     }));
     let blocks = blocks(&c);
-    let (_, t) = wait_for("ToR learns every block", Duration::from_secs(40), || {
-        let r = tor.ip(&["-4", "route"]).unwrap_or_default();
-        c.nodes
-            .iter()
-            .zip(&blocks)
-            .all(|(n, b)| {
-                r.lines().any(|l| {
-                    l.starts_with(&format!("{b} ")) && l.contains(&format!("via {}", n.ip))
-                })
-            })
-            .then_some(())
-    });
-    eprintln!("FRR ToR learned all 3 blocks after {t:?}");
     let vtysh = |cmd: &str| {
         String::from_utf8_lossy(
             &tor.exec(&["vtysh", "--vty_socket", &ds, "-c", cmd])
@@ -283,6 +302,32 @@ fn frr_tor_learns_blocks_and_bgppeer_delete_drops_session() {
         )
         .into_owned()
     };
+    // Every node also re-advertises the blocks it learned over the mesh (next hop self, as
+    // upstream's multihop global peers do), so once the mesh is up the ToR holds each block as
+    // an ECMP route; the owner must be among its next hops.
+    let learned = || {
+        let r = tor.ip(&["-4", "route"]).unwrap_or_default();
+        let hops = route_next_hops(&r);
+        c.nodes.iter().zip(&blocks).all(|(n, b)| {
+            hops.get(b.as_str())
+                .is_some_and(|h| h.iter().any(|ip| ip == &n.ip))
+        })
+    };
+    let t0 = std::time::Instant::now();
+    if !wait_until(Duration::from_secs(40), learned) {
+        let file = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+        panic!(
+            "ToR did not learn every block {blocks:?} in 40 s\n--- ToR routes\n{}\n--- bgp summary\n{}\n--- node-1 protocols\n{}\n--- bgpd.log\n{}\n--- zebra.log\n{}\n{}",
+            tor.ip(&["-4", "route"]).unwrap_or_default(),
+            vtysh("show bgp summary"),
+            c.birdc(0, &["show", "protocols", "all", "Global_10_99_0_254"]),
+            file("bgpd.log"),
+            file("zebra.log"),
+            c.log(0),
+        );
+    }
+    let t = t0.elapsed();
+    eprintln!("FRR ToR learned all 3 blocks after {t:?}");
     let established =
         |ip: &str| vtysh(&format!("show bgp neighbor {ip}")).contains("BGP state = Established");
     assert!(established("10.99.0.1"), "{}", vtysh("show bgp summary"));
