@@ -891,7 +891,11 @@ pub(crate) fn render_workload(
             };
             rules.push(format!("{kw} saddr {set} return"));
         }
-        rules.push("meta l4proto ipv6-icmp ip6 saddr { ::, fe80::/10 } return".to_string());
+        // Two plain rules rather than one `{ ::, fe80::/10 }`: every anonymous set is a set of
+        // its own in the kernel, and with one per endpoint they made up a third of a cold
+        // start's `nft -f` time (1,000 endpoints: 1.2 s of 2.9 s).
+        rules.push("meta l4proto ipv6-icmp ip6 saddr :: return".to_string());
+        rules.push("meta l4proto ipv6-icmp ip6 saddr fe80::/10 return".to_string());
         rules.push(format!("drop {}", comment("spoofed source")));
         let name = names::endpoint_chain("as-", iface);
         r.chains.insert(name.clone(), chain(None, rules));

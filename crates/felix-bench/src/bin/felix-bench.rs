@@ -104,6 +104,9 @@ fn cold_start(rt: &tokio::runtime::Runtime) -> Result<()> {
     }
     let script = render(&state, &Config::default())?.full_script();
     let t_render = t1.elapsed();
+    if let Some(path) = std::env::var_os("FELIX_BENCH_DUMP") {
+        std::fs::write(&path, &script).context("FELIX_BENCH_DUMP")?;
+    }
     let node = LabNs::new("fbcold")?;
     let nft = NftCli::in_netns(node.netns().clone());
     let t2 = Instant::now();
