@@ -19,12 +19,13 @@ pub mod fake;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nftnl;
 pub mod sysctl;
 pub mod testlab;
 pub mod types;
 
 pub use netlink::{Netlink, NetlinkError, RtNetlink};
 pub use netns::{NetNs, NetnsError};
-pub use nft::{Nft, NftCli, NftError, TableFamily};
+pub use nft::{ElementChange, Nft, NftCli, NftError, TableFamily};
 pub use sysctl::{IfaceKey, ProcSysctl, Sysctl, SysctlError};
 pub use types::*;

@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use async_trait::async_trait;
 
 use crate::netns::{NetNs, NetnsError};
+pub use crate::nftnl::{ElementChange, element_script};
 
 /// nftables table family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -99,6 +100,17 @@ pub trait Nft: Send + Sync {
     ) -> Result<Option<serde_json::Value>, NftError>;
     /// Delete a table; returns whether it existed.
     async fn delete_table(&self, family: TableFamily, name: &str) -> Result<bool, NftError>;
+    /// Add or remove elements of existing sets, in the given order, as one atomic
+    /// transaction. The default runs the equivalent `nft -f` script through [`Nft::apply`].
+    async fn apply_elements(
+        &self,
+        family: TableFamily,
+        table: &str,
+        changes: &[ElementChange],
+    ) -> Result<(), NftError> {
+        validate_table_name(family, table)?;
+        self.apply(&element_script(family, table, changes)).await
+    }
 }
 
 /// The real implementation: runs the `nft` binary.
@@ -257,6 +269,36 @@ impl Nft for NftCli {
                 name: name.to_string(),
                 source,
             })
+    }
+
+    /// Sent as one nfnetlink batch when every set and element is of a shape
+    /// [`crate::nftnl`] encodes (the `nft` binary would first dump the whole ruleset); else,
+    /// or if the kernel rejects the batch (then nothing was applied), through `nft -f`.
+    async fn apply_elements(
+        &self,
+        family: TableFamily,
+        table: &str,
+        changes: &[ElementChange],
+    ) -> Result<(), NftError> {
+        validate_table_name(family, table)?;
+        if let Some(batch) = crate::nftnl::encode(family, table, changes) {
+            let netns = self.netns.clone();
+            let sent = tokio::task::spawn_blocking(move || match netns {
+                None => crate::nftnl::send(&batch),
+                Some(ns) => ns
+                    .run(|| crate::nftnl::send(&batch))
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+            })
+            .await
+            .map_err(|e| NftError::Join(e.to_string()))?;
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(%table, error = %e, "nfnetlink element batch rejected; retrying with nft -f");
+                }
+            }
+        }
+        self.apply(&element_script(family, table, changes)).await
     }
 
     async fn delete_table(&self, family: TableFamily, name: &str) -> Result<bool, NftError> {

@@ -1074,3 +1074,179 @@ async fn link_monitor_keeps_up_with_a_burst_of_veths() {
     let listed = nl.list_links().await.unwrap();
     assert_eq!(listed.len(), 2 * PAIRS + 1);
 }
+
+/// Elements of `set` as `nft -j` lists them (addresses, prefixes, or concatenations).
+async fn set_elements(nft: &NftCli, table: &str, set: &str) -> Vec<String> {
+    let json = nft
+        .list_table(TableFamily::Inet, table)
+        .await
+        .unwrap()
+        .unwrap();
+    let item = json["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["set"]["name"] == set)
+        .unwrap_or_else(|| panic!("no set {set}: {json}"))
+        .clone();
+    let text = |v: &serde_json::Value| -> String {
+        if let Some(s) = v.as_str() {
+            return s.to_string();
+        }
+        if let Some(n) = v.as_u64() {
+            return n.to_string();
+        }
+        if let Some(p) = v.get("prefix") {
+            return format!("{}/{}", p["addr"].as_str().unwrap(), p["len"]);
+        }
+        if let Some(c) = v.get("concat") {
+            let parts: Vec<String> = c
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect();
+            return parts.join(" . ");
+        }
+        v.to_string()
+    };
+    let mut out: Vec<String> = item["set"]["elem"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn set_elements_over_nfnetlink_match_what_nft_lists() {
+    use calico_linux::ElementChange;
+    require_lab!("set_elements_over_nfnetlink_match_what_nft_lists");
+    let ns = LabNs::new("nfel").unwrap();
+    let nft = NftCli::in_netns(ns.netns().clone());
+    let t = "calico_el";
+    let d4 = "type ipv4_addr; flags interval;";
+    let d6 = "type ipv6_addr; flags interval;";
+    let dn = "type ipv4_addr . inet_proto . inet_service;";
+    // Created by nft (as a full apply does), with adjacent members and a prefix.
+    nft.apply(&format!(
+        "table inet {t} {{\n  set a {{ {d4} elements = {{ 10.0.0.1, 10.0.0.2, 10.0.0.4, 10.1.0.0/16 }}; }}\n  set b {{ {d6} }}\n  set n {{ {dn} elements = {{ 10.0.0.1 . 6 . 80 }}; }}\n}}\n"
+    ))
+    .await
+    .unwrap();
+    let ch = |set: &str, decl: &str, add: bool, els: &[&str]| ElementChange {
+        set: set.into(),
+        decl: decl.into(),
+        add,
+        elements: els.iter().map(|s| s.to_string()).collect(),
+    };
+    // Fill the gap (adjacent on both sides), remove a member next to another, add a prefix,
+    // the top address, IPv6 and a named-port element, in one batch.
+    let changes = [
+        ch("a", d4, false, &["10.0.0.1"]),
+        ch(
+            "a",
+            d4,
+            true,
+            &["10.0.0.3", "192.168.0.0/24", "255.255.255.255"],
+        ),
+        ch("b", d6, true, &["fd00::1", "fd00:1::/64"]),
+        ch("n", dn, false, &["10.0.0.1 . 6 . 80"]),
+        ch("n", dn, true, &["10.0.0.9 . 17 . 53"]),
+    ];
+    assert!(calico_linux::nftnl::encode(TableFamily::Inet, t, &changes).is_some());
+    // The nfnetlink path itself must accept it (no silent fallback to nft -f here).
+    let batch = calico_linux::nftnl::encode(TableFamily::Inet, t, &changes).unwrap();
+    ns.netns()
+        .run(|| calico_linux::nftnl::send(&batch))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        set_elements(&nft, t, "a").await,
+        [
+            "10.0.0.2",
+            "10.0.0.3",
+            "10.0.0.4",
+            "10.1.0.0/16",
+            "192.168.0.0/24",
+            "255.255.255.255"
+        ]
+    );
+    assert_eq!(set_elements(&nft, t, "b").await, ["fd00:1::/64", "fd00::1"]);
+    assert_eq!(set_elements(&nft, t, "n").await, ["10.0.0.9 . udp . 53"]);
+    // Lookups agree with the listing at the edges of the changed ranges.
+    let get = |set: &str, el: &str| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "nft",
+                "get",
+                "element",
+                "inet",
+                t,
+                set,
+            ])
+            .arg(format!("{{ {el} }}"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!get("a", "10.0.0.1"));
+    assert!(get("a", "10.0.0.3"));
+    assert!(!get("a", "10.0.0.5"));
+    assert!(get("a", "192.168.0.255"));
+    assert!(!get("a", "192.168.1.0"));
+
+    // Removing what is not there: the kernel rejects the batch as a whole, and the trait
+    // method reports nft's error (its fallback) with the set unchanged.
+    let bad = [
+        ch("a", d4, false, &["10.0.0.2"]),
+        ch("a", d4, false, &["10.9.9.9"]),
+    ];
+    let b = calico_linux::nftnl::encode(TableFamily::Inet, t, &bad).unwrap();
+    let err = ns
+        .netns()
+        .run(|| calico_linux::nftnl::send(&b))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_enoent()), "{err}");
+    assert!(
+        nft.apply_elements(TableFamily::Inet, t, &bad)
+            .await
+            .is_err()
+    );
+    assert!(
+        set_elements(&nft, t, "a")
+            .await
+            .contains(&"10.0.0.2".to_string())
+    );
+    // Through the trait: the same result as nft -f would give.
+    nft.apply_elements(
+        TableFamily::Inet,
+        t,
+        &[ch("a", d4, false, &["10.0.0.2", "10.0.0.3"])],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        set_elements(&nft, t, "a").await,
+        [
+            "10.0.0.4",
+            "10.1.0.0/16",
+            "192.168.0.0/24",
+            "255.255.255.255"
+        ]
+    );
+    assert!(nft.delete_table(TableFamily::Inet, t).await.unwrap());
+}
+
+fn libc_enoent() -> i32 {
+    2
+}

@@ -120,7 +120,10 @@ impl Felix {
                 "FELIX_ENDPOINTSTATUSPATHPREFIX".into(),
                 dir.join("run").display().to_string(),
             ),
-            ("FELIX_LOGSEVERITYSCREEN".into(), "info".into()),
+            (
+                "FELIX_LOGSEVERITYSCREEN".into(),
+                std::env::var("FELIX_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+            ),
             ("RUST_BACKTRACE".into(), "1".into()),
         ];
         env.extend(

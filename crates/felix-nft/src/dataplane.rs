@@ -584,8 +584,33 @@ impl<N: Nft> NftDataplane<N> {
             self.commit(plan);
             return Ok(kind);
         }
-        tracing::debug!(table = %self.cfg.table, ?kind, lines = script.lines().count(), "nft apply");
-        match self.nft.apply(&script).await {
+        // Element-only transactions (label and remote endpoint churn) skip `nft`, whose
+        // ruleset dump alone takes longer than the change with a large table.
+        let elements = match (&plan, &kind) {
+            (Plan::Patch { old, new, .. }, ApplyKind::Incremental) => new.element_changes(old),
+            (Plan::Full(desired), ApplyKind::Incremental) => self
+                .applied
+                .as_ref()
+                .and_then(|a| desired.element_changes(a)),
+            _ => None,
+        };
+        let family = match self.applied.as_ref().map(|a| a.family.as_str()) {
+            Some("inet") => Some(TableFamily::Inet),
+            _ => None,
+        };
+        let result = match (elements, family) {
+            (Some(changes), Some(family)) => {
+                tracing::debug!(table = %self.cfg.table, sets = changes.len(), "set element transaction");
+                self.nft
+                    .apply_elements(family, &self.cfg.table, &changes)
+                    .await
+            }
+            _ => {
+                tracing::debug!(table = %self.cfg.table, ?kind, lines = script.lines().count(), "nft apply");
+                self.nft.apply(&script).await
+            }
+        };
+        match result {
             Ok(()) => {
                 self.commit(plan);
                 Ok(kind)

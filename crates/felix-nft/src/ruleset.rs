@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use calico_linux::nft::ElementChange;
 use sha2::{Digest, Sha256};
 
 /// Identity tag of a rule in a chain: `h:` + 12 hex digits of SHA-256 over chain name and rule
@@ -114,6 +115,38 @@ impl Ruleset {
     pub fn full_script(&self) -> String {
         let t = self.table_ref();
         format!("table {t}\ndelete table {t}\n{}", self.definition())
+    }
+
+    /// When `self` differs from `old` only in the elements of sets both have (same
+    /// declarations; chains and maps identical), those differences per set, removals before
+    /// additions; else `None`. Such a transaction can go to the kernel without `nft`.
+    pub fn element_changes(&self, old: &Ruleset) -> Option<Vec<ElementChange>> {
+        if self.family != old.family || self.table != old.table {
+            return None;
+        }
+        if self.chains != old.chains || self.maps != old.maps {
+            return None;
+        }
+        if self.sets.len() != old.sets.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (name, set) in &self.sets {
+            let prev = old.sets.get(name).filter(|o| o.decl == set.decl)?;
+            let removed: Vec<String> = prev.elements.difference(&set.elements).cloned().collect();
+            let added: Vec<String> = set.elements.difference(&prev.elements).cloned().collect();
+            for (add, elements) in [(false, removed), (true, added)] {
+                if !elements.is_empty() {
+                    out.push(ElementChange {
+                        set: name.clone(),
+                        decl: set.decl.clone(),
+                        add,
+                        elements,
+                    });
+                }
+            }
+        }
+        Some(out)
     }
 
     /// The minimal transaction that turns `old` (what the kernel has) into `self`, or `None`
@@ -277,6 +310,30 @@ mod tests {
             },
         );
         r
+    }
+
+    #[test]
+    fn element_changes_only_for_element_only_differences() {
+        let old = base();
+        let mut new = base();
+        new.sets.get_mut("s4-a").unwrap().elements =
+            ["10.0.0.2".to_string(), "10.0.0.3".to_string()].into();
+        let ch = new.element_changes(&old).unwrap();
+        assert_eq!(ch.len(), 2);
+        assert!(!ch[0].add && ch[0].elements == ["10.0.0.1"]);
+        assert!(ch[1].add && ch[1].elements == ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(ch[1].decl, "type ipv4_addr; flags interval;");
+        assert_eq!(base().element_changes(&base()), Some(vec![]));
+        // A chain, a new set or a changed declaration needs nft.
+        let mut c = base();
+        c.chains.get_mut("c1").unwrap().rules.push("drop".into());
+        assert_eq!(c.element_changes(&old), None);
+        let mut s = base();
+        s.sets.insert("s4-b".into(), SetDef::default());
+        assert_eq!(s.element_changes(&old), None);
+        let mut d = base();
+        d.sets.get_mut("s4-a").unwrap().decl = "type ipv4_addr;".into();
+        assert_eq!(d.element_changes(&old), None);
     }
 
     #[test]

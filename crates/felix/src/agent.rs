@@ -95,6 +95,19 @@ impl Nft for CountingNft {
         self.metrics.nft_calls.inc();
         self.inner.delete_table(family, name).await
     }
+    async fn apply_elements(
+        &self,
+        family: TableFamily,
+        table: &str,
+        changes: &[calico_linux::nft::ElementChange],
+    ) -> Result<(), NftError> {
+        self.metrics.nft_calls.inc();
+        let r = self.inner.apply_elements(family, table, changes).await;
+        if r.is_err() {
+            self.metrics.nft_errors.inc();
+        }
+        r
+    }
 }
 
 /// Applies a `LogSeverityScreen` value to the process's logging.

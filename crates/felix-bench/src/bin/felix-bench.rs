@@ -281,6 +281,11 @@ fn label_change_agent(rt: &tokio::runtime::Runtime, policies: usize) -> Result<(
         lat.push(t.elapsed());
     }
     lat.sort();
+    if std::env::var_os("FELIX_BENCH_LOG").is_some() {
+        let to = std::env::temp_dir().join(format!("felix-bench-label-{policies}.log"));
+        std::fs::copy(dir.path().join("felix.log"), &to)?;
+        println!("agent log: {}", to.display());
+    }
     let p99 = percentile(&lat, 0.99);
     println!(
         "agent (datastore write -> /status applied, 50 changes): p50 {}  p99 {}  target p99 <= 50 ms  {}",
