@@ -11,10 +11,70 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::Arc;
 
-use calico_model::selector::Selector;
+use calico_model::selector::{Labels, Selector};
 
 pub(crate) type LabelMap = BTreeMap<String, String>;
+
+/// An item's labels as the index keeps them: (key, value) pairs sorted by key, every string
+/// interned. With 100,000 endpoints carrying the same few keys and mostly shared values, a
+/// `BTreeMap<String, String>` per endpoint was the largest part of Felix's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Stored(Box<[(Arc<str>, Arc<str>)]>);
+
+impl Labels for Stored {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+}
+
+impl Stored {
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    fn same_as(&self, m: &LabelMap) -> bool {
+        self.0.len() == m.len()
+            && self
+                .iter()
+                .zip(m)
+                .all(|((k, v), (mk, mv))| k == mk && v == mv)
+    }
+}
+
+/// Interned label strings; a string leaves when the last stored label set using it goes.
+#[derive(Debug, Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+
+    fn store(&mut self, m: &LabelMap) -> Stored {
+        Stored(m.iter().map(|(k, v)| (self.get(k), self.get(v))).collect())
+    }
+
+    /// Drops `st`, forgetting strings only it (and the interner) held.
+    fn release(&mut self, st: Stored) {
+        for (k, v) in st.0.iter() {
+            for a in [k, v] {
+                if Arc::strong_count(a) == 2 {
+                    self.0.remove(&**a);
+                }
+            }
+        }
+    }
+}
 
 /// A selector started or stopped matching an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +98,17 @@ enum Strategy {
 
 #[derive(Debug)]
 struct ItemState {
-    own: LabelMap,
+    /// Own labels when they differ from `effective` (a parent contributed); `None` when they
+    /// are the same, which is the common case.
+    own: Option<Stored>,
     parents: Vec<String>,
-    effective: LabelMap,
+    effective: Stored,
+}
+
+impl ItemState {
+    fn own(&self) -> &Stored {
+        self.own.as_ref().unwrap_or(&self.effective)
+    }
 }
 
 #[derive(Debug)]
@@ -66,10 +134,11 @@ struct SelState {
 
 #[derive(Debug)]
 pub(crate) struct LabelIndex<S, I> {
+    strings: Interner,
     items: HashMap<I, ItemState>,
     parents: HashMap<String, ParentState<I>>,
     selectors: HashMap<S, SelState>,
-    items_by_kv: HashMap<String, HashMap<String, HashSet<I>>>,
+    items_by_kv: HashMap<Arc<str>, HashMap<Arc<str>, HashSet<I>>>,
     sels_by_kv: HashMap<String, HashMap<String, HashSet<S>>>,
     sels_by_key: HashMap<String, HashSet<S>>,
     sels_full_scan: HashSet<S>,
@@ -80,6 +149,7 @@ pub(crate) struct LabelIndex<S, I> {
 impl<S, I> Default for LabelIndex<S, I> {
     fn default() -> Self {
         Self {
+            strings: Interner::default(),
             items: HashMap::new(),
             parents: HashMap::new(),
             selectors: HashMap::new(),
@@ -103,7 +173,7 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
         out: &mut Vec<MatchEvent<S, I>>,
     ) {
         if let Some(old) = self.items.get(&id)
-            && old.own == own
+            && old.own().same_as(&own)
             && old.parents == parents
         {
             return;
@@ -130,12 +200,19 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
                 .children
                 .insert(id.clone());
         }
-        let effective = self.effective_labels(&own, &parents);
+        let effective_map =
+            self.effective_labels(own.iter().map(|(k, v)| (k.as_str(), v.as_str())), &parents);
+        let effective = self.strings.store(&effective_map);
+        let own = (own != effective_map).then(|| self.strings.store(&own));
         let old_effective = match self.items.get_mut(&id) {
             Some(st) => {
-                st.own = own;
+                let old_own = std::mem::replace(&mut st.own, own);
                 st.parents = parents;
-                Some(std::mem::replace(&mut st.effective, effective))
+                let old = std::mem::replace(&mut st.effective, effective);
+                if let Some(o) = old_own {
+                    self.strings.release(o);
+                }
+                Some(old)
             }
             None => {
                 self.items.insert(
@@ -166,6 +243,10 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
             }
         }
         self.unindex_item_labels(id, &st.effective);
+        self.strings.release(st.effective);
+        if let Some(o) = st.own {
+            self.strings.release(o);
+        }
         if let Some(sels) = self.matches_by_item.remove(id) {
             let mut sels: Vec<S> = sels.into_iter().collect();
             // Deterministic event order is not required, but keep symmetric bookkeeping.
@@ -199,14 +280,27 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
             let Some(st) = self.items.get(&child) else {
                 continue;
             };
-            let effective = self.effective_labels(&st.own, &st.parents);
-            if effective == st.effective {
+            let effective_map = self.effective_labels(st.own().iter(), &st.parents);
+            if st.effective.same_as(&effective_map) {
                 continue;
             }
-            let old = self
-                .items
-                .get_mut(&child)
-                .map(|st| std::mem::replace(&mut st.effective, effective));
+            let own_map: LabelMap = st
+                .own()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let effective = self.strings.store(&effective_map);
+            let own = (own_map != effective_map).then(|| self.strings.store(&own_map));
+            let old = self.items.get_mut(&child).map(|st| {
+                let old_own = std::mem::replace(&mut st.own, own);
+                (old_own, std::mem::replace(&mut st.effective, effective))
+            });
+            let old = old.map(|(old_own, old_eff)| {
+                if let Some(o) = old_own {
+                    self.strings.release(o);
+                }
+                old_eff
+            });
             self.reindex_item(&child, old, out);
         }
     }
@@ -289,8 +383,15 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
         self.matches_by_item.get(item).into_iter().flatten()
     }
 
-    fn effective_labels(&self, own: &LabelMap, parents: &[String]) -> LabelMap {
-        let mut eff = own.clone();
+    fn effective_labels<'a>(
+        &self,
+        own: impl IntoIterator<Item = (&'a str, &'a str)>,
+        parents: &[String],
+    ) -> LabelMap {
+        let mut eff: LabelMap = own
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         for p in parents {
             if let Some(labels) = self.parents.get(p).and_then(|ps| ps.labels.as_ref()) {
                 for (k, v) in labels {
@@ -303,15 +404,18 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
 
     /// Moves the item's label index entries from `old` to its current effective labels and
     /// re-evaluates the candidate selectors.
-    fn reindex_item(&mut self, id: &I, old: Option<LabelMap>, out: &mut Vec<MatchEvent<S, I>>) {
+    fn reindex_item(&mut self, id: &I, old: Option<Stored>, out: &mut Vec<MatchEvent<S, I>>) {
         if let Some(old) = &old {
             self.unindex_item_labels(id, old);
         }
         let Some(st) = self.items.get(id) else {
+            if let Some(o) = old {
+                self.strings.release(o);
+            }
             return;
         };
         let effective = st.effective.clone();
-        for (k, v) in &effective {
+        for (k, v) in effective.0.iter() {
             self.items_by_kv
                 .entry(k.clone())
                 .or_default()
@@ -322,9 +426,9 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
         // Candidates: selectors keyed on any old or new label, full-scan ones and current
         // matches (which may stop).
         let mut candidates: HashSet<S> = self.sels_full_scan.iter().cloned().collect();
-        let empty = LabelMap::new();
+        let empty = Stored::default();
         for labels in [&effective, old.as_ref().unwrap_or(&empty)] {
-            for (k, v) in labels {
+            for (k, v) in labels.iter() {
                 if let Some(s) = self.sels_by_kv.get(k).and_then(|m| m.get(v)) {
                     candidates.extend(s.iter().cloned());
                 }
@@ -368,10 +472,14 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
                 out.push(MatchEvent::Stopped(s, id.clone()));
             }
         }
+        drop(effective);
+        if let Some(o) = old {
+            self.strings.release(o);
+        }
     }
 
-    fn unindex_item_labels(&mut self, id: &I, labels: &LabelMap) {
-        for (k, v) in labels {
+    fn unindex_item_labels(&mut self, id: &I, labels: &Stored) {
+        for (k, v) in labels.iter() {
             if let Some(by_v) = self.items_by_kv.get_mut(k) {
                 if let Some(set) = by_v.get_mut(v) {
                     set.remove(id);
@@ -390,18 +498,18 @@ impl<S: Clone + Eq + Hash, I: Clone + Eq + Hash> LabelIndex<S, I> {
         match strategy {
             Strategy::NoMatch => Vec::new(),
             Strategy::Values(k, vals) => {
-                let Some(by_v) = self.items_by_kv.get(k) else {
+                let Some(by_v) = self.items_by_kv.get(k.as_str()) else {
                     return Vec::new();
                 };
                 vals.iter()
-                    .filter_map(|v| by_v.get(v))
+                    .filter_map(|v| by_v.get(v.as_str()))
                     .flatten()
                     .cloned()
                     .collect()
             }
             Strategy::Key(k) => self
                 .items_by_kv
-                .get(k)
+                .get(k.as_str())
                 .into_iter()
                 .flat_map(|m| m.values())
                 .flatten()
@@ -564,6 +672,53 @@ mod tests {
         idx.remove_selector(&"notweb", &mut ev);
         assert_eq!(sorted(std::mem::take(&mut ev)), ["-notweb:e2"]);
         assert!(idx.matches_by_item.is_empty() && idx.matches_by_sel.is_empty());
+    }
+
+    #[test]
+    fn interned_label_strings_leave_with_their_last_user() {
+        let mut idx: LabelIndex<&str, &str> = LabelIndex::default();
+        let mut ev = Vec::new();
+        idx.update_selector("a", parse("app == 'a'").unwrap(), &mut ev);
+        idx.update_item(
+            "e1",
+            labels(&[("app", "a"), ("pod", "p1")]),
+            vec![],
+            &mut ev,
+        );
+        idx.update_item(
+            "e2",
+            labels(&[("app", "a"), ("pod", "p2")]),
+            vec![],
+            &mut ev,
+        );
+        let strings = |idx: &LabelIndex<&str, &str>| {
+            let mut v: Vec<String> = idx.strings.0.iter().map(|s| s.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(strings(&idx), ["a", "app", "p1", "p2", "pod"]);
+        // A relabel drops the old unique value; shared strings stay.
+        idx.update_item(
+            "e1",
+            labels(&[("app", "a"), ("pod", "p3")]),
+            vec![],
+            &mut ev,
+        );
+        assert_eq!(strings(&idx), ["a", "app", "p2", "p3", "pod"]);
+        idx.remove_item(&"e2", &mut ev);
+        assert_eq!(strings(&idx), ["a", "app", "p3", "pod"]);
+        // Own labels survive a parent that adds and then drops labels.
+        idx.update_item("e1", labels(&[("app", "b")]), vec!["kns.x".into()], &mut ev);
+        idx.update_parent("kns.x", Some(labels(&[("app", "a"), ("t", "1")])), &mut ev);
+        assert!(idx.items["e1"].own.is_some());
+        assert_eq!(idx.items["e1"].effective.get("t"), Some("1"));
+        assert_eq!(idx.items["e1"].effective.get("app"), Some("b"));
+        idx.update_parent("kns.x", None, &mut ev);
+        assert!(idx.items["e1"].own.is_none());
+        assert_eq!(idx.items["e1"].effective.get("t"), None);
+        idx.remove_item(&"e1", &mut ev);
+        assert!(strings(&idx).is_empty(), "{:?}", strings(&idx));
+        assert!(idx.items_by_kv.is_empty());
     }
 
     #[test]

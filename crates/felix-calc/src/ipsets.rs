@@ -4,6 +4,7 @@
 //! `SelectorAndNamedPortIndex`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::backend::{Item, ItemKey};
 use crate::index::{LabelIndex, MatchEvent};
@@ -28,10 +29,21 @@ struct SetState {
     members: HashMap<String, u32>,
 }
 
+/// What an item contributes to sets (its labels live in the index only).
+#[derive(Debug, PartialEq)]
+struct Addrs {
+    nets: Vec<ipnet::IpNet>,
+    ports: Vec<crate::backend::NamedPort>,
+}
+
+/// Item keys are shared (`Arc`) between the item table and every index entry that names the
+/// item: with 100,000 remote endpoints each key used to be copied into a dozen maps.
+type Key = Arc<ItemKey>;
+
 #[derive(Debug, Default)]
 pub(crate) struct IpSetCalc {
-    index: LabelIndex<String, ItemKey>,
-    items: HashMap<ItemKey, Item>,
+    index: LabelIndex<String, Key>,
+    items: HashMap<Key, Addrs>,
     selectors: HashMap<String, SelEntry>,
     sets: HashMap<String, SetState>,
 }
@@ -40,53 +52,53 @@ impl IpSetCalc {
     /// Adds or replaces an endpoint / network set.
     pub(crate) fn update_item(&mut self, key: ItemKey, item: Item, out: &mut Vec<MemberEvent>) {
         let mut ev = Vec::new();
-        match self.items.get(&key) {
-            Some(old) if old.nets == item.nets && old.ports == item.ports => {
+        let Item {
+            labels,
+            profiles,
+            nets,
+            ports,
+        } = item;
+        let addrs = Addrs { nets, ports };
+        match self.items.get_key_value(&key) {
+            Some((k, old)) if *old == addrs => {
                 // Only labels/profiles may differ: match events carry the whole change.
-                self.index.update_item(
-                    key.clone(),
-                    item.labels.clone(),
-                    item.profiles.clone(),
-                    &mut ev,
-                );
-                self.items.insert(key, item);
+                let key = k.clone();
+                self.index.update_item(key, labels, profiles, &mut ev);
                 self.apply_events(ev, out);
             }
-            Some(_) => {
+            Some((k, _)) => {
                 // Contributions change: retract the old ones, then add the new ones.
+                let key = k.clone();
                 let old_sels: Vec<String> = self.index.selectors_matching(&key).cloned().collect();
                 for s in &old_sels {
                     self.contribute(s, &key, false, out);
                 }
-                self.index.update_item(
-                    key.clone(),
-                    item.labels.clone(),
-                    item.profiles.clone(),
-                    &mut ev,
-                );
-                self.items.insert(key.clone(), item);
+                self.index
+                    .update_item(key.clone(), labels, profiles, &mut ev);
+                self.items.insert(key.clone(), addrs);
                 let new_sels: Vec<String> = self.index.selectors_matching(&key).cloned().collect();
                 for s in &new_sels {
                     self.contribute(s, &key, true, out);
                 }
             }
             None => {
-                self.items.insert(key.clone(), item.clone());
-                self.index
-                    .update_item(key, item.labels, item.profiles, &mut ev);
+                let key = Arc::new(key);
+                self.items.insert(key.clone(), addrs);
+                self.index.update_item(key, labels, profiles, &mut ev);
                 self.apply_events(ev, out);
             }
         }
     }
 
     pub(crate) fn remove_item(&mut self, key: &ItemKey, out: &mut Vec<MemberEvent>) {
-        if !self.items.contains_key(key) {
+        let Some((key, _)) = self.items.get_key_value(key) else {
             return;
-        }
+        };
+        let key = key.clone();
         let mut ev = Vec::new();
-        self.index.remove_item(key, &mut ev);
+        self.index.remove_item(&key, &mut ev);
         self.apply_events(ev, out);
-        self.items.remove(key);
+        self.items.remove(&key);
     }
 
     /// Sets or deletes the labels a profile passes on to the items that reference it.
@@ -118,7 +130,7 @@ impl IpSetCalc {
         match self.selectors.get_mut(&sel_id) {
             Some(entry) => {
                 entry.sets.insert(id.to_string());
-                let items: Vec<ItemKey> = self.index.items_matching(&sel_id).cloned().collect();
+                let items: Vec<Key> = self.index.items_matching(&sel_id).cloned().collect();
                 for item in items {
                     self.contribute_to_set(id, &item, true, out);
                 }
@@ -168,7 +180,7 @@ impl IpSetCalc {
         self.sets.get(id).map(|s| &s.data)
     }
 
-    fn apply_events(&mut self, ev: Vec<MatchEvent<String, ItemKey>>, out: &mut Vec<MemberEvent>) {
+    fn apply_events(&mut self, ev: Vec<MatchEvent<String, Key>>, out: &mut Vec<MemberEvent>) {
         for e in ev {
             match e {
                 MatchEvent::Started(s, i) => self.contribute(&s, &i, true, out),
@@ -177,7 +189,7 @@ impl IpSetCalc {
         }
     }
 
-    fn contribute(&mut self, sel_id: &str, item: &ItemKey, add: bool, out: &mut Vec<MemberEvent>) {
+    fn contribute(&mut self, sel_id: &str, item: &Key, add: bool, out: &mut Vec<MemberEvent>) {
         let Some(entry) = self.selectors.get(sel_id) else {
             return;
         };
@@ -190,7 +202,7 @@ impl IpSetCalc {
     fn contribute_to_set(
         &mut self,
         set_id: &str,
-        key: &ItemKey,
+        key: &Key,
         add: bool,
         out: &mut Vec<MemberEvent>,
     ) {
@@ -216,7 +228,7 @@ impl IpSetCalc {
 }
 
 /// What one item contributes to one set.
-fn item_members(set: &IpSetData, item: &Item) -> Vec<String> {
+fn item_members(set: &IpSetData, item: &Addrs) -> Vec<String> {
     match &set.named_port {
         None => item.nets.iter().map(ToString::to_string).collect(),
         Some((proto, name)) => {

@@ -390,7 +390,9 @@ struct Agent {
     set_log_level: Option<LogLevelSetter>,
     pools: BTreeMap<String, PoolNat>,
     /// Cluster-wide resource identities by kind (for the `felix_cluster_*` gauges).
-    cluster: BTreeMap<&'static str, BTreeSet<(String, String)>>,
+    /// Per kind, a 64-bit hash of each resource's (namespace, name): only counted for the
+    /// `felix_cluster_num_*` gauges, so the names themselves are not kept.
+    cluster: BTreeMap<&'static str, std::collections::HashSet<u64>>,
     pending_rev: Revision,
     ds_in_sync: bool,
     if_in_sync: bool,
@@ -567,16 +569,22 @@ impl Agent {
     }
 
     fn count(&mut self, update: &Update) {
+        let hash = |ns: &str, name: &str| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (ns, name).hash(&mut h);
+            h.finish()
+        };
         let (kind, id, present) = match update {
             Update::Upsert(r) => {
                 let m = r.metadata();
-                (r.kind(), (m.namespace.clone(), m.name.clone()), true)
+                (r.kind(), hash(&m.namespace, &m.name), true)
             }
             Update::Delete(id) => {
                 let Some(k) = calico_model::KINDS.iter().find(|k| k.kind == id.kind) else {
                     return;
                 };
-                (k.kind, (id.namespace.clone(), id.name.clone()), false)
+                (k.kind, hash(&id.namespace, &id.name), false)
             }
             Update::InSync => return,
         };
@@ -586,8 +594,8 @@ impl Agent {
         } else {
             set.remove(&id);
         }
-        let n = |s: &BTreeMap<&'static str, BTreeSet<(String, String)>>, k: &str| {
-            i64::try_from(s.get(k).map_or(0, BTreeSet::len)).unwrap_or(i64::MAX)
+        let n = |s: &BTreeMap<&'static str, std::collections::HashSet<u64>>, k: &str| {
+            i64::try_from(s.get(k).map_or(0, std::collections::HashSet::len)).unwrap_or(i64::MAX)
         };
         let m = &self.metrics;
         m.cluster_num_workload_endpoints

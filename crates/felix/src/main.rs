@@ -109,6 +109,11 @@ async fn run(
     Ok(exit)
 }
 
+/// jemalloc, with background threads purging freed pages: the initial listing of a large
+/// cluster is transient, and glibc's heap kept its high-water mark as RSS for good.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let env = DatastoreConfig::process_env();
     let set_log_level = match init_tracing(&env) {
@@ -118,6 +123,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "allocator background purging unavailable; freed memory is returned lazily");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -99,7 +99,9 @@ fn info_of(kind: &str) -> Option<&'static KindInfo> {
 pub struct Syncer {
     kv: Arc<dyn KvStore>,
     tx: mpsc::Sender<SyncEvent>,
-    sent: BTreeMap<String, (KeyId, Revision)>,
+    /// Key → mod revision of everything sent (the resource identity is parsed back from the
+    /// key when it goes: this map has one entry per resource in the cluster).
+    sent: BTreeMap<Box<str>, Revision>,
     /// Last revision delivered to the consumer (events, listings or progress).
     revision: Revision,
     connected: Option<bool>,
@@ -193,16 +195,16 @@ impl Syncer {
             return Ok(false);
         }
         self.retry = Duration::from_millis(200);
-        let mut seen = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
         for kv in &listed.kvs {
             let Some(id) = parse_key(&kv.key) else {
                 continue;
             };
-            seen.insert(kv.key.clone(), ());
+            seen.insert(kv.key.as_str());
             if self
                 .sent
-                .get(&kv.key)
-                .is_some_and(|(_, r)| *r == kv.mod_revision)
+                .get(kv.key.as_str())
+                .is_some_and(|r| *r == kv.mod_revision)
             {
                 continue;
             }
@@ -210,10 +212,10 @@ impl Syncer {
                 return Ok(false);
             }
         }
-        let gone: Vec<String> = self
+        let gone: Vec<Box<str>> = self
             .sent
             .keys()
-            .filter(|k| !seen.contains_key(*k))
+            .filter(|k| !seen.contains(&***k))
             .cloned()
             .collect();
         for key in gone {
@@ -244,12 +246,15 @@ impl Syncer {
                 Update::Delete(ResourceId::new(id.kind, &id.namespace, &id.name))
             }
         };
-        self.sent.insert(kv.key.clone(), (id, kv.mod_revision));
+        self.sent.insert(kv.key.as_str().into(), kv.mod_revision);
         self.send(SyncEvent::Update { update, revision }).await
     }
 
     async fn send_delete(&mut self, key: &str, revision: Revision) -> bool {
-        let Some((id, _)) = self.sent.remove(key) else {
+        if self.sent.remove(key).is_none() {
+            return true;
+        }
+        let Some(id) = parse_key(key) else {
             return true;
         };
         let update = Update::Delete(ResourceId::new(id.kind, &id.namespace, &id.name));
@@ -359,7 +364,7 @@ impl Syncer {
                 continue;
             }
             count += 1;
-            if self.sent.get(&kv.key).map(|(_, r)| *r) != Some(kv.mod_revision) {
+            if self.sent.get(kv.key.as_str()).copied() != Some(kv.mod_revision) {
                 // The watch has not delivered this yet; it will.
                 return Ok(true);
             }
