@@ -1132,9 +1132,10 @@ async fn set_elements_over_nfnetlink_match_what_nft_lists() {
     let d4 = "type ipv4_addr; flags interval;";
     let d6 = "type ipv6_addr; flags interval;";
     let dn = "type ipv4_addr . inet_proto . inet_service;";
+    let dn6 = "type ipv6_addr . inet_proto . inet_service;";
     // Created by nft (as a full apply does), with adjacent members and a prefix.
     nft.apply(&format!(
-        "table inet {t} {{\n  set a {{ {d4} elements = {{ 10.0.0.1, 10.0.0.2, 10.0.0.4, 10.1.0.0/16 }}; }}\n  set b {{ {d6} }}\n  set n {{ {dn} elements = {{ 10.0.0.1 . 6 . 80 }}; }}\n}}\n"
+        "table inet {t} {{\n  set a {{ {d4} elements = {{ 10.0.0.1, 10.0.0.2, 10.0.0.4, 10.1.0.0/16 }}; }}\n  set b {{ {d6} }}\n  set n {{ {dn} elements = {{ 10.0.0.1 . 6 . 80 }}; }}\n  set n6 {{ {dn6} }}\n}}\n"
     ))
     .await
     .unwrap();
@@ -1157,6 +1158,7 @@ async fn set_elements_over_nfnetlink_match_what_nft_lists() {
         ch("b", d6, true, &["fd00::1", "fd00:1::/64"]),
         ch("n", dn, false, &["10.0.0.1 . 6 . 80"]),
         ch("n", dn, true, &["10.0.0.9 . 17 . 53"]),
+        ch("n6", dn6, true, &["fd00::9 . 132 . 3868"]),
     ];
     assert!(calico_linux::nftnl::encode(TableFamily::Inet, t, &changes).is_some());
     // The nfnetlink path itself must accept it (no silent fallback to nft -f here).
@@ -1178,6 +1180,7 @@ async fn set_elements_over_nfnetlink_match_what_nft_lists() {
     );
     assert_eq!(set_elements(&nft, t, "b").await, ["fd00:1::/64", "fd00::1"]);
     assert_eq!(set_elements(&nft, t, "n").await, ["10.0.0.9 . udp . 53"]);
+    assert_eq!(set_elements(&nft, t, "n6").await, ["fd00::9 . sctp . 3868"]);
     // Lookups agree with the listing at the edges of the changed ranges.
     let get = |set: &str, el: &str| {
         std::process::Command::new("ip")
