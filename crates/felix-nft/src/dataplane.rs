@@ -351,7 +351,7 @@ impl<N: Nft> NftDataplane<N> {
                     referenced.contains(&(id.clone(), false)),
                     referenced.contains(&(id.clone(), true)),
                 );
-                render::render_set(st, id, refd, &mut new).map_err(err)?;
+                render::render_set(st, &self.cfg, id, refd, &mut new).map_err(err)?;
                 sets.extend(render::set_names(id));
             }
         }

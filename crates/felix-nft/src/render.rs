@@ -78,6 +78,21 @@ pub struct Config {
     pub disable_conntrack_invalid_check: bool,
     /// Prefix of Log rules.
     pub log_prefix: String,
+    /// `ipv6Support`: with `false` (upstream's manifests set it for IPv4-only clusters) no
+    /// IPv6 address sets and no IPv6 variants of rules are rendered, so IPv6 traffic on
+    /// workload interfaces only meets family-independent rules and the default drop.
+    pub ipv6: bool,
+}
+
+impl Config {
+    /// The address families rendered.
+    pub fn families(&self) -> &'static [Family] {
+        if self.ipv6 {
+            &Family::BOTH
+        } else {
+            &[Family::V4]
+        }
+    }
 }
 
 impl Default for Config {
@@ -114,6 +129,7 @@ impl Default for Config {
             vxlan_port: 4789,
             disable_conntrack_invalid_check: false,
             log_prefix: "calico-packet".to_string(),
+            ipv6: true,
         }
     }
 }
@@ -221,7 +237,7 @@ pub fn render(state: &DesiredState, cfg: &Config) -> Result<Ruleset, RenderError
             },
         );
     }
-    render_sets(state, &mut r)?;
+    render_sets(state, cfg, &mut r)?;
     render_policies(state, cfg, &mut r)?;
     render_base_chains(cfg, &mut r)?;
     render_workloads(state, cfg, &mut r);
@@ -295,10 +311,10 @@ fn add_set(r: &mut Ruleset, name: String, decl: String, elements: BTreeSet<Strin
     r.sets.insert(name, SetDef { decl, elements });
 }
 
-fn render_sets(state: &DesiredState, r: &mut Ruleset) -> Result<(), RenderError> {
+fn render_sets(state: &DesiredState, cfg: &Config, r: &mut Ruleset) -> Result<(), RenderError> {
     for (id, set) in &state.ip_sets {
         let np = set.set_type == IpSetType::IpAndPort;
-        for fam in Family::BOTH {
+        for &fam in cfg.families() {
             let elements = rules::set_elements(id, np, &set.members, fam)?;
             let (name, decl) = set_decl(id, np, fam);
             add_set(r, name, decl, elements);
@@ -307,13 +323,13 @@ fn render_sets(state: &DesiredState, r: &mut Ruleset) -> Result<(), RenderError>
     // Sets referenced by rules but not (yet) sent: declared empty so the table loads;
     // an empty set matches nothing, which is what an unknown selector selects.
     for (id, np) in referenced_sets(state) {
-        declare_referenced(r, &id, np);
+        declare_referenced(r, cfg, &id, np);
     }
     Ok(())
 }
 
-fn declare_referenced(r: &mut Ruleset, id: &str, np: bool) {
-    for fam in Family::BOTH {
+fn declare_referenced(r: &mut Ruleset, cfg: &Config, id: &str, np: bool) {
+    for &fam in cfg.families() {
         let (name, decl) = set_decl(id, np, fam);
         if !r.sets.contains_key(&name) {
             tracing::debug!(set = %id, "ip set referenced before it was sent; declared empty");
@@ -380,23 +396,24 @@ pub(crate) fn set_names(id: &str) -> Vec<String> {
 /// named-port set, into `r` (the same result as the full rendering for these names).
 pub(crate) fn render_set(
     state: &DesiredState,
+    cfg: &Config,
     id: &str,
     referenced: (bool, bool),
     r: &mut Ruleset,
 ) -> Result<(), RenderError> {
     if let Some(set) = state.ip_sets.get(id) {
         let np = set.set_type == IpSetType::IpAndPort;
-        for fam in Family::BOTH {
+        for &fam in cfg.families() {
             let elements = rules::set_elements(id, np, &set.members, fam)?;
             let (name, decl) = set_decl(id, np, fam);
             add_set(r, name, decl, elements);
         }
     }
     if referenced.0 {
-        declare_referenced(r, id, false);
+        declare_referenced(r, cfg, id, false);
     }
     if referenced.1 {
-        declare_referenced(r, id, true);
+        declare_referenced(r, cfg, id, true);
     }
     Ok(())
 }
@@ -423,7 +440,11 @@ fn rule_chain(rules_in: &[Rule], owner: &str, cfg: &Config) -> Result<Vec<String
     let mut out = Vec::new();
     for (i, rule) in rules_in.iter().enumerate() {
         let v4 = rules::render_rule(&ctx, i, rule, Family::V4)?;
-        let v6 = rules::render_rule(&ctx, i, rule, Family::V6)?;
+        let v6 = if cfg.ipv6 {
+            rules::render_rule(&ctx, i, rule, Family::V6)?
+        } else {
+            Vec::new()
+        };
         // A rule with no family-specific match renders identically for both families and
         // is emitted once (the inet table sees both).
         let same = v4 == v6;

@@ -439,6 +439,7 @@ impl FelixConfig {
             vxlan_port: self.vxlan_port,
             disable_conntrack_invalid_check: self.disable_conntrack_invalid_check,
             log_prefix: self.log_prefix.clone(),
+            ipv6: self.ipv6_support,
             ..felix_nft::Config::default()
         }
     }
@@ -542,6 +543,15 @@ mod tests {
         assert_eq!(c.nft_refresh_interval, Duration::from_secs(10));
         assert_eq!(c.health_host, "localhost");
         assert_eq!(c.failsafe_inbound.len(), 9);
+    }
+
+    #[test]
+    fn ipv6_support_reaches_the_nft_renderer() {
+        let on = FelixConfig::from_merged("n1", &Merged::new(&[])).unwrap();
+        assert!(on.ipv6_support && on.nft_config().ipv6);
+        let e = Layer::from_env(&env(&[("FELIX_IPV6SUPPORT", "false")]));
+        let off = FelixConfig::from_merged("n1", &Merged::new(&[&e])).unwrap();
+        assert!(!off.nft_config().ipv6);
     }
 
     #[test]
