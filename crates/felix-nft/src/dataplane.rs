@@ -129,6 +129,9 @@ pub struct NftDataplane<N: Nft> {
     ep_index: BTreeMap<WorkloadEndpointId, EpIndex>,
     /// Users of each shared dispatch chain.
     shared_refs: BTreeMap<String, usize>,
+    /// Bumped by every transaction sent to the kernel (successful or not), so that a listing
+    /// taken elsewhere can tell whether it still describes the table we expect.
+    generation: u64,
 }
 
 /// Objects whose rendering may have changed since the last apply.
@@ -172,7 +175,18 @@ impl<N: Nft> NftDataplane<N> {
             },
             ep_index: BTreeMap::new(),
             shared_refs: BTreeMap::new(),
+            generation: 0,
         }
+    }
+
+    /// Changes whenever a transaction is sent to the kernel (see [`Self::resync_with`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The table's family and name, for listing it outside this object.
+    pub fn table(&self) -> (TableFamily, &str) {
+        (TableFamily::Inet, &self.cfg.table)
     }
 
     pub fn nft(&self) -> &N {
@@ -598,6 +612,7 @@ impl<N: Nft> NftDataplane<N> {
             Some("inet") => Some(TableFamily::Inet),
             _ => None,
         };
+        self.generation += 1;
         let result = match (elements, family) {
             (Some(changes), Some(family)) => {
                 tracing::debug!(table = %self.cfg.table, sets = changes.len(), "set element transaction");
@@ -634,10 +649,11 @@ impl<N: Nft> NftDataplane<N> {
     /// with: the (full) apply alone reconciles the table, without listing it. Returns whether
     /// drift was found and repaired.
     pub async fn resync(&mut self) -> Result<bool, DataplaneError> {
-        let Some(applied) = &self.applied else {
+        if self.applied.is_none() {
             self.apply().await?;
             return Ok(false);
-        };
+        }
+        let generation = self.generation;
         let listed = self
             .nft
             .list_table(TableFamily::Inet, &self.cfg.table)
@@ -646,6 +662,25 @@ impl<N: Nft> NftDataplane<N> {
                 table: self.cfg.table.clone(),
                 source,
             })?;
+        Ok(self.resync_with(listed, generation).await?.unwrap_or(false))
+    }
+
+    /// The second half of [`Self::resync`], for a listing taken elsewhere (so that listing a
+    /// large table does not hold up changes): `generation` is [`Self::generation`] when the
+    /// listing started. `Ok(None)` when a transaction went to the kernel since, making the
+    /// listing stale (nothing is compared; list again).
+    pub async fn resync_with(
+        &mut self,
+        listed: Option<serde_json::Value>,
+        generation: u64,
+    ) -> Result<Option<bool>, DataplaneError> {
+        if generation != self.generation {
+            return Ok(None);
+        }
+        let Some(applied) = &self.applied else {
+            self.apply().await?;
+            return Ok(Some(false));
+        };
         let expected = TableSummary::of_ruleset(applied);
         let repair = match listed.as_ref().map(TableSummary::of_json) {
             None => None,
@@ -665,6 +700,7 @@ impl<N: Nft> NftDataplane<N> {
                     lines = script.lines().count(),
                     "nft table drifted from the desired state; rewriting the objects that differ"
                 );
+                self.generation += 1;
                 if let Err(source) = self.nft.apply(&script).await {
                     self.applied = None;
                     return Err(DataplaneError::Nft {
@@ -676,7 +712,7 @@ impl<N: Nft> NftDataplane<N> {
             Some(_) => {}
         }
         self.apply().await?;
-        Ok(drifted)
+        Ok(Some(drifted))
     }
 }
 

@@ -64,6 +64,7 @@ pub enum AgentError {
 }
 
 /// An [`Nft`] that counts calls and errors (`felix_nft_calls` / `felix_nft_errors`).
+#[derive(Clone)]
 struct CountingNft {
     inner: Arc<dyn Nft>,
     metrics: Arc<Metrics>,
@@ -109,6 +110,9 @@ impl Nft for CountingNft {
         r
     }
 }
+
+/// A drift check's listing of our table, running as its own task.
+type DriftListing = tokio::task::JoinHandle<Result<Option<serde_json::Value>, NftError>>;
 
 /// Applies a `LogSeverityScreen` value to the process's logging.
 pub type LogLevelSetter = Box<dyn Fn(&str) + Send + Sync>;
@@ -400,6 +404,11 @@ struct Agent {
     nft_dirty: bool,
     eps_dirty: bool,
     nft_resync_due: bool,
+    /// The periodic drift check's listing of our table, running beside the loop (listing a
+    /// large table takes longer than most changes), with the dataplane generation it started
+    /// at; and how many listings in a row came back stale.
+    drift_listing: Option<(u64, DriftListing)>,
+    stale_listings: u32,
     applied_once: bool,
     retry_at: Option<Instant>,
     retry_delay: Duration,
@@ -463,6 +472,8 @@ impl Agent {
             nft_dirty: true,
             eps_dirty: true,
             nft_resync_due: false,
+            drift_listing: None,
+            stale_listings: 0,
             applied_once: false,
             retry_at: None,
             retry_delay: Duration::from_millis(100),
@@ -497,6 +508,15 @@ impl Agent {
                     None => std::future::pending().await,
                 }
             };
+            let mut listing = self.drift_listing.take();
+            let listing_done = async {
+                match listing.as_mut() {
+                    Some((_, h)) => h.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut listed = None;
+            let mut drift_tick = false;
             tokio::select! {
                 _ = shutdown.changed() => {
                     info!("shutting down; the dataplane stays programmed");
@@ -532,7 +552,8 @@ impl Agent {
                         }
                     }
                 }
-                () = tick(&mut nft_tick) => self.nft_resync_due = true,
+                () = tick(&mut nft_tick) => drift_tick = true,
+                res = listing_done => listed = Some(res),
                 () = tick(&mut route_tick) => self.eps_dirty = true,
                 () = sleep => {
                     let now = Instant::now();
@@ -545,6 +566,13 @@ impl Agent {
                     }
                 }
                 _ = beat.tick() => {}
+            }
+            match (listed, listing) {
+                (Some(res), Some((generation, _))) => self.on_drift_listing(generation, res).await,
+                (_, pending) => self.drift_listing = pending,
+            }
+            if drift_tick {
+                self.start_drift_listing();
             }
             if let Some(why) = self.restart.take() {
                 return Exit::RestartRequired(why);
@@ -832,6 +860,56 @@ impl Agent {
         }
     }
 
+    /// Starts the periodic drift check: lists our table beside the loop. Before the first apply
+    /// there is nothing to compare with (the first apply replaces the table).
+    fn start_drift_listing(&mut self) {
+        if !self.applied_once {
+            self.nft_resync_due = true;
+            return;
+        }
+        if self.drift_listing.is_some() {
+            return;
+        }
+        let nft = self.nft.nft().clone();
+        let (family, table) = self.nft.table();
+        let table = table.to_string();
+        let handle = tokio::spawn(async move { nft.list_table(family, &table).await });
+        self.drift_listing = Some((self.nft.generation(), handle));
+    }
+
+    /// Compares a finished drift listing with what we applied and repairs differences; a
+    /// listing made stale by our own transactions is retried, and after three stale ones in a
+    /// row the next pass lists inline (so that constant churn cannot starve the check).
+    async fn on_drift_listing(
+        &mut self,
+        generation: u64,
+        res: Result<Result<Option<serde_json::Value>, NftError>, tokio::task::JoinError>,
+    ) {
+        let listed = match res {
+            Ok(Ok(listed)) => listed,
+            Ok(Err(e)) => return self.failed("nft list", &e),
+            Err(e) => return self.failed("nft list task", &e),
+        };
+        match self.nft.resync_with(listed, generation).await {
+            Ok(Some(drift)) => {
+                self.stale_listings = 0;
+                if drift {
+                    warn!("repaired out-of-band changes to the nft table");
+                }
+            }
+            Ok(None) => {
+                self.stale_listings += 1;
+                if self.stale_listings >= 3 {
+                    self.stale_listings = 0;
+                    self.nft_resync_due = true;
+                } else {
+                    self.start_drift_listing();
+                }
+            }
+            Err(e) => self.failed("nft resync", &e),
+        }
+    }
+
     fn failed(&mut self, what: &str, err: &dyn std::fmt::Display) {
         error!(error = %err, "{what} failed; will retry");
         self.metrics.dataplane_failures.inc();
@@ -1110,6 +1188,51 @@ mod tests {
         metadata: {name: node1-k8s-a-eth0, namespace: default}\n\
         spec: {orchestrator: k8s, node: node1, pod: a, endpoint: eth0, interfaceName: cali1,\n\
         \x20 ipNetworks: [10.65.0.1/32], profiles: [p1]}\n";
+
+    #[tokio::test]
+    async fn drift_listings_run_beside_the_loop_and_stale_ones_are_retried() {
+        let nft = Arc::new(FakeNft::new());
+        let nl = FakeNetlink::new();
+        let idx = nl.add_existing_link("cali1", None, 1500, true);
+        let mut a = agent(&nft, &nl);
+        // Before the first apply a tick only asks for the (replacing) first apply.
+        a.start_drift_listing();
+        assert!(a.drift_listing.is_none() && a.nft_resync_due);
+        a.on_sync(upd(resource(PROFILE), 2));
+        a.on_sync(upd(resource(WEP), 3));
+        a.on_sync(SyncEvent::InSync { revision: 3 });
+        a.on_iface(IfaceEvent::State(nl.state().links[&idx].clone()));
+        a.on_iface(IfaceEvent::InSync);
+        a.maybe_apply().await;
+        assert!(a.applied_once && !a.nft_resync_due);
+
+        a.start_drift_listing();
+        let (generation, handle) = a.drift_listing.take().unwrap();
+        assert_eq!(generation, a.nft.generation());
+        let listed = match handle.await {
+            Ok(Ok(v)) => v,
+            other => panic!("listing failed: {other:?}"),
+        };
+        // A transaction went out while it listed: stale, so nothing is compared and a new
+        // listing starts; the third stale one in a row falls back to an inline check.
+        let sent = nft.transactions().len();
+        for round in 1..=3 {
+            a.drift_listing = None;
+            a.on_drift_listing(generation + 1, Ok(Ok(listed.clone())))
+                .await;
+            assert_eq!(nft.transactions().len(), sent, "stale listing compared");
+            if round < 3 {
+                assert_eq!(a.stale_listings, round);
+                assert!(
+                    a.drift_listing.is_some(),
+                    "no new listing after a stale one"
+                );
+            } else {
+                assert_eq!(a.stale_listings, 0);
+                assert!(a.nft_resync_due);
+            }
+        }
+    }
 
     #[tokio::test]
     async fn kernel_untouched_until_both_syncs_then_revisions_follow_applies() {
