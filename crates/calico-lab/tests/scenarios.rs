@@ -252,3 +252,70 @@ steps:
     assert!(r.passed(), "{}", scenario::render_case(&r));
     assert_eq!(r.convergence.len(), 5);
 }
+
+/// SCTP through Felix's rules on real packets (raw-socket INIT / INIT-ACK; this kernel has no
+/// SCTP sockets): a Calico policy allowing SCTP to a named port from one pod, so the named-port
+/// set carries protocol 132; the other SCTP port, and TCP, stay blocked.
+#[test]
+fn sctp_rule_with_named_port_allows_and_denies_real_sctp() {
+    if !common::lab_available("sctp_rule_with_named_port_allows_and_denies_real_sctp") {
+        return;
+    }
+    common::build_binaries();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sctp.yaml");
+    std::fs::write(
+        &file,
+        r#"
+id: sctp-named-port
+topology: {nodes: 1}
+setup:
+  namespaces:
+  - {name: x, labels: {ns: x}}
+  pods:
+  - {name: x/a, namespace: x, pod: a, labels: {pod: a}}
+  - {name: x/b, namespace: x, pod: b, labels: {pod: b}}
+  - {name: x/c, namespace: x, pod: c, labels: {pod: c}}
+  server_ports:
+  - {port: 3868, protocol: SCTP, name: diameter}
+  - {port: 3869, protocol: SCTP, name: other}
+  - {port: 80, protocol: TCP, name: http}
+steps:
+- expect:
+  - port: 3868
+    protocol: SCTP
+    reachability:
+      x/a: {x/b: allowed}
+      x/c: {x/b: allowed}
+- create:
+  - apiVersion: projectcalico.org/v3
+    kind: NetworkPolicy
+    metadata: {name: diameter-from-a, namespace: x}
+    spec:
+      selector: pod == 'b'
+      types: [Ingress]
+      ingress:
+      - action: Allow
+        protocol: SCTP
+        source: {selector: pod == 'a'}
+        destination: {ports: [diameter]}
+  expect:
+  - port: 3868
+    protocol: SCTP
+    reachability:
+      x/a: {x/b: allowed}
+      x/c: {x/b: blocked}
+  - port: 3869
+    protocol: SCTP
+    reachability:
+      x/a: {x/b: blocked}
+  - port: 80
+    protocol: TCP
+    reachability:
+      x/a: {x/b: blocked}
+"#,
+    )
+    .expect("write scenario");
+    let r = scenario::run_file(&file, &RunOptions::default());
+    assert!(r.passed(), "{}", scenario::render_case(&r));
+}
