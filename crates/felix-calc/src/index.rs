@@ -9,7 +9,10 @@
 //!
 //! Every change reports match start/stop events; the index keeps exact add/remove symmetry.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+// foldhash instead of SipHash: the index is hashing on every label of every endpoint update.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::hash::Hash;
 use std::sync::Arc;
 

@@ -3,7 +3,9 @@
 //! counted so a member shared by several items goes only with the last of them (upstream's
 //! `SelectorAndNamedPortIndex`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use crate::backend::{Item, ItemKey};

@@ -94,12 +94,24 @@ fn verdict(ok: bool) -> &'static str {
 
 /// Build the graph and return (graph, flushed messages).
 fn calc(values: &[serde_json::Value]) -> Result<(CalcGraph, Vec<ToDataplane>)> {
+    let t = Instant::now();
     let mut g = CalcGraph::new(cluster::NODE);
-    for u in cluster::updates(values)? {
+    let updates = cluster::updates(values)?;
+    let t_decode = t.elapsed();
+    for u in updates {
         g.apply(u)?;
     }
     g.apply(Update::InSync)?;
+    let t_apply = t.elapsed() - t_decode;
     let msgs = g.flush();
+    if std::env::var_os("FELIX_BENCH_PHASES").is_some() {
+        eprintln!(
+            "calc phases: decode {} apply {} flush {}",
+            ms(t_decode),
+            ms(t_apply),
+            ms(t.elapsed() - t_decode - t_apply)
+        );
+    }
     Ok((g, msgs))
 }
 
