@@ -384,9 +384,7 @@ impl<N: Nft> NftDataplane<N> {
         for id in &self.dirty.workloads {
             let old = self.ep_index.get(id);
             if let Some(o) = old {
-                for prefix in ["tw-", "fw-", "as-"] {
-                    chains.insert(names::endpoint_chain(prefix, &o.iface));
-                }
+                chains.insert(names::endpoint_chain("as-", &o.iface));
                 keys.insert(render::ifname_key(&o.iface));
                 for c in &o.shared {
                     *deltas.entry(c.clone()).or_default() -= 1;
@@ -716,15 +714,16 @@ impl<N: Nft> NftDataplane<N> {
     }
 }
 
-/// A rendered workload's interface and the shared dispatch chains its chains go to (`None`
-/// when it was not rendered, e.g. an invalid interface name).
+/// A rendered workload's interface and the shared dispatch chains its map elements go to
+/// (`None` when it was not rendered, e.g. an invalid interface name).
 fn ep_index_of(r: &Ruleset, iface: &str) -> Option<EpIndex> {
-    let tw = r.chains.get(&names::endpoint_chain("tw-", iface))?;
-    let fw = r.chains.get(&names::endpoint_chain("fw-", iface));
-    let shared = [Some(tw), fw]
+    let key = render::ifname_key(iface);
+    let to = r.maps.get(maps::TO_WL)?.elements.get(&key)?;
+    let from = r.maps.get(maps::FROM_WL).and_then(|m| m.elements.get(&key));
+    let shared = [Some(to), from]
         .into_iter()
         .flatten()
-        .filter_map(|c| c.rules.last()?.strip_prefix("goto ").map(str::to_string))
+        .filter_map(|v| v.strip_prefix("goto ").map(str::to_string))
         .collect();
     Some(EpIndex {
         iface: iface.to_string(),
@@ -911,7 +910,7 @@ mod tests {
         assert!(dp.resync().await.unwrap());
         assert_eq!(dp.nft().tables().len(), 1);
         let last = dp.nft().transactions().pop().unwrap();
-        assert!(last.contains("\"cali1\" : goto fw-cali1"), "{last}");
+        assert!(last.contains("\"cali1\" : goto fp-"), "{last}");
     }
 
     #[tokio::test]
@@ -943,9 +942,11 @@ mod tests {
         let s = repair_script(&applied, &want, &kernel).unwrap();
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "flush map inet calico to-wl");
+        let tp = applied.maps["to-wl"].elements["\"cali1\""].clone();
+        assert!(tp.starts_with("goto tp-"), "{tp}");
         assert_eq!(
             lines[1],
-            "add element inet calico to-wl { \"cali1\" : goto tw-cali1, \"cali2\" : goto tw-cali2 }"
+            format!("add element inet calico to-wl {{ \"cali1\" : {tp}, \"cali2\" : {tp} }}")
         );
         assert_eq!(lines[2], "flush chain inet calico as-cali1");
         assert!(

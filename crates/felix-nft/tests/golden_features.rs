@@ -101,7 +101,28 @@ fn render_case(path: &Path, cfg: &Config) -> String {
 /// The chain `name`'s body (lines between `chain <name> {` and its closing brace).
 /// The rules of chain `name`; a workload chain's final `goto` to its shared policy-dispatch
 /// chain (`tp-…` / `fp-…`) is followed, so the facts read as one endpoint's rule sequence.
+/// A chain's rules, following a final `goto` into a shared dispatch chain. `tw-<if>` /
+/// `fw-<if>` name an endpoint's dispatch (to / from the workload): the chain its `to-wl` /
+/// `from-wl` map element goes to.
 fn chain<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
+    for (prefix, map) in [("tw-", "to-wl"), ("fw-", "from-wl")] {
+        if let Some(iface) = name.strip_prefix(prefix) {
+            let head = format!("  map {map} {{");
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(&head))
+                .unwrap_or_else(|| panic!("map {map} missing"));
+            let key = format!("\"{iface}\" : goto ");
+            let at = line
+                .find(&key)
+                .unwrap_or_else(|| panic!("no {map} element for {iface}: {line}"));
+            let target = line[at + key.len()..]
+                .split([',', ' '])
+                .next()
+                .unwrap_or_default();
+            return chain(table, target);
+        }
+    }
     let head = format!("  chain {name} {{");
     let mut lines = table.lines().skip_while(|l| *l != head);
     assert!(lines.next().is_some(), "chain {name} missing");

@@ -1265,7 +1265,7 @@ mod tests {
             t[0].starts_with("table inet calico\ndelete table inet calico\n"),
             "first apply replaces the table"
         );
-        assert!(t[0].contains("\"cali1\" : goto fw-cali1"), "{}", t[0]);
+        assert!(t[0].contains("\"cali1\" : goto fp-"), "{}", t[0]);
         assert!(nl.state().routes.iter().any(|r| r.oif == Some(idx)));
         assert_eq!(a.health.applied_revision(), 3);
         assert_eq!(a.health.readiness(), (true, vec![]));

@@ -379,7 +379,7 @@ fn felix_programs_policy_routes_and_status_in_a_lab() {
         .exec_ok(&["nft", "list", "table", "inet", "calico"])
         .unwrap();
     assert!(!table.contains("rogue"), "{table}");
-    assert!(table.contains("\"calia1\" : goto fw-calia1"), "{table}");
+    assert!(table.contains("\"calia1\" : goto fp-"), "{table}");
     assert!(felix2.stop(Duration::from_secs(5)));
     drop((wa, wb, wc));
 }
