@@ -218,8 +218,14 @@ fn route_reflectors_one_and_two() {
         let blocks = blocks(&c);
         let t = wait_full_mesh(&c, &blocks, Duration::from_secs(40));
         eprintln!("{rrs} route reflector(s), 4 nodes: full route mesh after {t:?}");
-        // Clients peer with the reflectors only.
-        let sessions = c.established(3);
+        // Clients peer with the reflectors only. Routes can arrive through the first
+        // reflector while the session to the second is still coming up: wait for it.
+        let mut sessions = c.established(3);
+        let t0 = std::time::Instant::now();
+        while sessions.len() < rrs && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(100));
+            sessions = c.established(3);
+        }
         assert_eq!(sessions.len(), rrs, "node-4 sessions: {sessions:?}");
         assert!(
             sessions.iter().all(|s| s.starts_with("Node_10_99_0_")),
