@@ -16,22 +16,23 @@ use crate::{HarnessError, io_err, lab};
 pub const HEALTH_PORT: u16 = 9099;
 
 /// Where the `calico-felix` binary is: `$FELIX_BIN`, else the workspace's
-/// `target/{debug,release}/calico-felix` (the newer one).
+/// `target/{debug,release}/calico-felix`, the harness's own profile first.
 pub fn felix_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FELIX_BIN") {
         return Some(PathBuf::from(p));
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = ["debug", "release"]
+    // The build of this harness's own profile first (a release benchmark must not pick up a
+    // debug agent that a test run rebuilt more recently), then the other one.
+    let profiles = if cfg!(debug_assertions) {
+        ["debug", "release"]
+    } else {
+        ["release", "debug"]
+    };
+    profiles
         .iter()
         .map(|p| root.join(p).join("calico-felix"))
-        .filter_map(|p| {
-            let m = std::fs::metadata(&p).ok()?;
-            Some((m.modified().ok()?, p))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p)
+        .find(|p| p.is_file())
 }
 
 /// One HTTP response: status code and body.
