@@ -170,89 +170,49 @@ fn scenarios() -> Vec<(&'static str, DesiredState, Config)> {
             ..Default::default()
         },
     ];
-    out.push((
-        "policy_rules",
-        state(&[
-            ipset(
-                "s:ns-kube-system",
-                IpSetType::Net,
-                &["10.65.9.0/26", "10.65.9.5/32"],
-            ),
-            ipset("s:trusted", IpSetType::Net, &["10.0.0.0/8", "fd00::/8"]),
-            ipset(
-                "s:app-frontend",
-                IpSetType::Net,
-                &["10.65.0.3/32", "fd00::3/128"],
-            ),
-            ipset("s:db", IpSetType::Net, &["10.65.1.9/32"]),
-            ipset("s:db-canary", IpSetType::Net, &[]),
-            ipset(
-                "n:http",
-                IpSetType::IpAndPort,
-                &["10.65.0.2,tcp:80", "fd00::2,tcp:80", "10.65.0.4,udp:8053"],
-            ),
-            policy(&p_sec, rules_in.clone(), vec![]),
-            policy(&p_web, web_in.clone(), web_out.clone()),
-            policy(&p_all, icmp_in.clone(), vec![]),
-            profile("kns.default", vec![rule("allow")], vec![rule("allow")]),
-            wep(
-                "cali1a",
-                &["10.65.0.2/32"],
-                &["kns.default"],
-                vec![
-                    tier("security", "Pass", &[p_sec.clone()], &[]),
-                    tier(
-                        "default",
-                        "Deny",
-                        &[p_web.clone(), p_all.clone()],
-                        &[p_web.clone()],
-                    ),
-                ],
-            ),
-        ]),
-        cfg.clone(),
-    ));
+    let policy_rules = state(&[
+        ipset(
+            "s:ns-kube-system",
+            IpSetType::Net,
+            &["10.65.9.0/26", "10.65.9.5/32"],
+        ),
+        ipset("s:trusted", IpSetType::Net, &["10.0.0.0/8", "fd00::/8"]),
+        ipset(
+            "s:app-frontend",
+            IpSetType::Net,
+            &["10.65.0.3/32", "fd00::3/128"],
+        ),
+        ipset("s:db", IpSetType::Net, &["10.65.1.9/32"]),
+        ipset("s:db-canary", IpSetType::Net, &[]),
+        ipset(
+            "n:http",
+            IpSetType::IpAndPort,
+            &["10.65.0.2,tcp:80", "fd00::2,tcp:80", "10.65.0.4,udp:8053"],
+        ),
+        policy(&p_sec, rules_in, vec![]),
+        policy(&p_web, web_in, web_out),
+        policy(&p_all, icmp_in, vec![]),
+        profile("kns.default", vec![rule("allow")], vec![rule("allow")]),
+        wep(
+            "cali1a",
+            &["10.65.0.2/32"],
+            &["kns.default"],
+            vec![
+                tier("security", "Pass", &[p_sec.clone()], &[]),
+                tier(
+                    "default",
+                    "Deny",
+                    &[p_web.clone(), p_all.clone()],
+                    &[p_web.clone()],
+                ),
+            ],
+        ),
+    ]);
+    out.push(("policy_rules", policy_rules.clone(), cfg.clone()));
     // The same with ipv6Support off: no IPv6 sets, no IPv6 variants of rules.
     out.push((
         "policy_rules_ipv6_off",
-        state(&[
-            ipset(
-                "s:ns-kube-system",
-                IpSetType::Net,
-                &["10.65.9.0/26", "10.65.9.5/32"],
-            ),
-            ipset("s:trusted", IpSetType::Net, &["10.0.0.0/8", "fd00::/8"]),
-            ipset(
-                "s:app-frontend",
-                IpSetType::Net,
-                &["10.65.0.3/32", "fd00::3/128"],
-            ),
-            ipset("s:db", IpSetType::Net, &["10.65.1.9/32"]),
-            ipset("s:db-canary", IpSetType::Net, &[]),
-            ipset(
-                "n:http",
-                IpSetType::IpAndPort,
-                &["10.65.0.2,tcp:80", "fd00::2,tcp:80", "10.65.0.4,udp:8053"],
-            ),
-            policy(&p_sec, rules_in, vec![]),
-            policy(&p_web, web_in, web_out),
-            policy(&p_all, icmp_in, vec![]),
-            profile("kns.default", vec![rule("allow")], vec![rule("allow")]),
-            wep(
-                "cali1a",
-                &["10.65.0.2/32"],
-                &["kns.default"],
-                vec![
-                    tier("security", "Pass", &[p_sec.clone()], &[]),
-                    tier(
-                        "default",
-                        "Deny",
-                        &[p_web.clone(), p_all.clone()],
-                        &[p_web.clone()],
-                    ),
-                ],
-            ),
-        ]),
+        policy_rules,
         Config {
             ipv6: false,
             ..cfg.clone()
