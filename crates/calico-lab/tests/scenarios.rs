@@ -154,19 +154,26 @@ fn bad_scenario_names_the_field() {
     let _ = Duration::ZERO;
 }
 
+/// Runs a scenario given inline (written to a temporary file, as the runner reads files);
+/// `None` (a loud SKIP) without the lab.
+fn run_inline(test: &str, yaml: &str) -> Option<scenario::CaseResult> {
+    if !common::lab_available(test) {
+        return None;
+    }
+    common::build_binaries();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{test}.yaml"));
+    std::fs::write(&file, yaml).expect("write scenario");
+    Some(scenario::run_file(&file, &RunOptions::default()))
+}
+
 /// The format's extensions and the label/delete steps: a host outside the cluster, explicit
 /// node placement on two nodes, add_pod_labels, add_namespace_labels, delete_all_policies, and
 /// placeholders.
 #[test]
 fn runner_extensions_and_label_steps() {
-    if !common::lab_available("runner_extensions_and_label_steps") {
-        return;
-    }
-    common::build_binaries();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("ext.yaml");
-    std::fs::write(
-        &file,
+    let Some(r) = run_inline(
+        "runner_extensions_and_label_steps",
         r#"
 id: extensions
 topology: {nodes: [node-1, node-2], routing: bgp-mesh}
@@ -246,9 +253,9 @@ steps:
     reachability:
       x/a: {y/c: allowed}
 "#,
-    )
-    .expect("write scenario");
-    let r = scenario::run_file(&file, &RunOptions::default());
+    ) else {
+        return;
+    };
     assert!(r.passed(), "{}", scenario::render_case(&r));
     assert_eq!(r.convergence.len(), 5);
 }
@@ -258,14 +265,8 @@ steps:
 /// set carries protocol 132; the other SCTP port, and TCP, stay blocked.
 #[test]
 fn sctp_rule_with_named_port_allows_and_denies_real_sctp() {
-    if !common::lab_available("sctp_rule_with_named_port_allows_and_denies_real_sctp") {
-        return;
-    }
-    common::build_binaries();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("sctp.yaml");
-    std::fs::write(
-        &file,
+    let Some(r) = run_inline(
+        "sctp_rule_with_named_port_allows_and_denies_real_sctp",
         r#"
 id: sctp-named-port
 topology: {nodes: 1}
@@ -314,8 +315,8 @@ steps:
     reachability:
       x/a: {x/b: blocked}
 "#,
-    )
-    .expect("write scenario");
-    let r = scenario::run_file(&file, &RunOptions::default());
+    ) else {
+        return;
+    };
     assert!(r.passed(), "{}", scenario::render_case(&r));
 }
