@@ -8,6 +8,7 @@ use felix_calc::msg::{PolicyId, ToDataplane, WorkloadEndpointId};
 
 use crate::names;
 use crate::render::{self, Config, RenderError, maps, render};
+use crate::rules::Family;
 use crate::ruleset::{MapDef, Ruleset, rule_tag};
 use crate::state::{DesiredState, StateError};
 
@@ -132,6 +133,9 @@ pub struct NftDataplane<N: Nft> {
     /// Bumped by every transaction sent to the kernel (successful or not), so that a listing
     /// taken elsewhere can tell whether it still describes the table we expect.
     generation: u64,
+    /// Whether the applied table has IPv6 sets ([`Config::set_families`]); when that changes,
+    /// every rule that matches on a set changes with it.
+    applied_v6_sets: bool,
 }
 
 /// Objects whose rendering may have changed since the last apply.
@@ -176,6 +180,7 @@ impl<N: Nft> NftDataplane<N> {
             ep_index: BTreeMap::new(),
             shared_refs: BTreeMap::new(),
             generation: 0,
+            applied_v6_sets: false,
         }
     }
 
@@ -317,7 +322,12 @@ impl<N: Nft> NftDataplane<N> {
     /// re-rendered and compared. Falls back to a full rendering when nothing was applied yet,
     /// when something global changed, or when two workloads claim one interface.
     fn plan(&self) -> Result<Plan, DataplaneError> {
-        let Some(applied) = self.applied.as_ref().filter(|_| !self.dirty.all) else {
+        let v6_sets = self.cfg.set_families(&self.state).contains(&Family::V6);
+        let Some(applied) = self
+            .applied
+            .as_ref()
+            .filter(|_| !self.dirty.all && v6_sets == self.applied_v6_sets)
+        else {
             return Ok(Plan::Full(self.render()?));
         };
         let err = |source| DataplaneError::Render {
@@ -405,7 +415,7 @@ impl<N: Nft> NftDataplane<N> {
                     for m in [maps::TO_WL, maps::FROM_WL, maps::WL_ANTISPOOF] {
                         one.maps.insert(m.to_string(), MapDef::default());
                     }
-                    render::render_workload(st, &self.cfg, ep, &mut one);
+                    render::render_workload(st, &self.cfg, ep, &mut one, None);
                     let entry = ep_index_of(&one, &ep.name);
                     for (name, c) in one.chains {
                         chains.insert(name.clone());
@@ -520,6 +530,7 @@ impl<N: Nft> NftDataplane<N> {
             Plan::Full(desired) => {
                 self.rebuild_index(&desired);
                 self.applied = Some(desired);
+                self.applied_v6_sets = self.cfg.set_families(&self.state).contains(&Family::V6);
             }
             Plan::Patch {
                 old,

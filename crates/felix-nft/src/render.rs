@@ -93,6 +93,18 @@ impl Config {
             &[Family::V4]
         }
     }
+
+    /// The families IP sets are rendered for: IPv6 sets only once some set has an IPv6 member.
+    /// Until then every IPv6 set would be empty, so they are left out and rules render as if
+    /// they were empty (a match on one never matches, a negated one always does): half the
+    /// sets and set-matching rules of an IPv4-only cluster, which is most of the first load.
+    pub fn set_families(&self, state: &DesiredState) -> &'static [Family] {
+        if self.ipv6 && state.has_ipv6_members() {
+            &Family::BOTH
+        } else {
+            &[Family::V4]
+        }
+    }
 }
 
 impl Default for Config {
@@ -312,9 +324,10 @@ fn add_set(r: &mut Ruleset, name: String, decl: String, elements: BTreeSet<Strin
 }
 
 fn render_sets(state: &DesiredState, cfg: &Config, r: &mut Ruleset) -> Result<(), RenderError> {
+    let families = cfg.set_families(state);
     for (id, set) in &state.ip_sets {
         let np = set.set_type == IpSetType::IpAndPort;
-        for &fam in cfg.families() {
+        for &fam in families {
             let elements = rules::set_elements(id, np, &set.members, fam)?;
             let (name, decl) = set_decl(id, np, fam);
             add_set(r, name, decl, elements);
@@ -323,13 +336,13 @@ fn render_sets(state: &DesiredState, cfg: &Config, r: &mut Ruleset) -> Result<()
     // Sets referenced by rules but not (yet) sent: declared empty so the table loads;
     // an empty set matches nothing, which is what an unknown selector selects.
     for (id, np) in referenced_sets(state) {
-        declare_referenced(r, cfg, &id, np);
+        declare_referenced(r, families, &id, np);
     }
     Ok(())
 }
 
-fn declare_referenced(r: &mut Ruleset, cfg: &Config, id: &str, np: bool) {
-    for &fam in cfg.families() {
+fn declare_referenced(r: &mut Ruleset, families: &[Family], id: &str, np: bool) {
+    for &fam in families {
         let (name, decl) = set_decl(id, np, fam);
         if !r.sets.contains_key(&name) {
             tracing::debug!(set = %id, "ip set referenced before it was sent; declared empty");
@@ -401,19 +414,20 @@ pub(crate) fn render_set(
     referenced: (bool, bool),
     r: &mut Ruleset,
 ) -> Result<(), RenderError> {
+    let families = cfg.set_families(state);
     if let Some(set) = state.ip_sets.get(id) {
         let np = set.set_type == IpSetType::IpAndPort;
-        for &fam in cfg.families() {
+        for &fam in families {
             let elements = rules::set_elements(id, np, &set.members, fam)?;
             let (name, decl) = set_decl(id, np, fam);
             add_set(r, name, decl, elements);
         }
     }
     if referenced.0 {
-        declare_referenced(r, cfg, id, false);
+        declare_referenced(r, families, id, false);
     }
     if referenced.1 {
-        declare_referenced(r, cfg, id, true);
+        declare_referenced(r, families, id, true);
     }
     Ok(())
 }
@@ -432,10 +446,16 @@ fn set_decl(id: &str, named_port: bool, fam: Family) -> (String, String) {
     }
 }
 
-fn rule_chain(rules_in: &[Rule], owner: &str, cfg: &Config) -> Result<Vec<String>, RuleError> {
+fn rule_chain(
+    rules_in: &[Rule],
+    owner: &str,
+    cfg: &Config,
+    state: &DesiredState,
+) -> Result<Vec<String>, RuleError> {
     let ctx = RuleCtx {
         owner,
         log_prefix: &cfg.log_prefix,
+        v6_sets: cfg.set_families(state).contains(&Family::V6),
     };
     let mut out = Vec::new();
     for (i, rule) in rules_in.iter().enumerate() {
@@ -477,11 +497,11 @@ pub(crate) fn render_policy(
         let owner = format!("policy {}", names::policy_id(id));
         r.chains.insert(
             names::policy_chain(id, true),
-            chain(None, rule_chain(&p.inbound_rules, &owner, cfg)?),
+            chain(None, rule_chain(&p.inbound_rules, &owner, cfg, state)?),
         );
         r.chains.insert(
             names::policy_chain(id, false),
-            chain(None, rule_chain(&p.outbound_rules, &owner, cfg)?),
+            chain(None, rule_chain(&p.outbound_rules, &owner, cfg, state)?),
         );
     }
     Ok(())
@@ -498,11 +518,11 @@ pub(crate) fn render_profile(
         let owner = format!("profile {name}");
         r.chains.insert(
             names::profile_chain(name, true),
-            chain(None, rule_chain(&p.inbound_rules, &owner, cfg)?),
+            chain(None, rule_chain(&p.inbound_rules, &owner, cfg, state)?),
         );
         r.chains.insert(
             names::profile_chain(name, false),
-            chain(None, rule_chain(&p.outbound_rules, &owner, cfg)?),
+            chain(None, rule_chain(&p.outbound_rules, &owner, cfg, state)?),
         );
     }
     Ok(())
@@ -815,10 +835,18 @@ fn endpoint_policy_rules(
 }
 
 fn render_workloads(state: &DesiredState, cfg: &Config, r: &mut Ruleset) {
+    // Endpoints with the same tiers and profiles share their dispatch chains: each distinct
+    // combination is rendered (and hashed into its name) once, not once per endpoint (1,000
+    // endpoints with 100 policies each were most of a full rendering).
+    let mut memo = DispatchMemo::default();
     for ep in state.workloads.values() {
-        render_workload(state, cfg, ep, r);
+        render_workload(state, cfg, ep, r, Some(&mut memo));
     }
 }
+
+/// Shared dispatch chain names by (inbound, tiers, profiles), within one rendering.
+pub(crate) type DispatchMemo<'a> =
+    std::collections::HashMap<(bool, &'a [TierInfo], &'a [String]), String>;
 
 /// The map key of an interface name.
 pub(crate) fn ifname_key(iface: &str) -> String {
@@ -828,11 +856,12 @@ pub(crate) fn ifname_key(iface: &str) -> String {
 /// One workload's anti-spoofing chain (`as-`), its shared dispatch chains and its map
 /// elements, into `r` (whose workload maps must exist). Skipped (with a warning) when the
 /// interface name is invalid.
-pub(crate) fn render_workload(
+pub(crate) fn render_workload<'a>(
     state: &DesiredState,
     cfg: &Config,
-    ep: &felix_calc::msg::WorkloadEndpoint,
+    ep: &'a felix_calc::msg::WorkloadEndpoint,
     r: &mut Ruleset,
+    mut memo: Option<&mut DispatchMemo<'a>>,
 ) {
     {
         let iface = ep.name.as_str();
@@ -847,8 +876,12 @@ pub(crate) fn render_workload(
         // no per-endpoint to/from chains (with 1,000 endpoints those were 2,000 chains and
         // 6,000 rules of every cold start's `nft -f`). Admin-down endpoints map to drop.
         for (inbound, map) in [(true, maps::TO_WL), (false, maps::FROM_WL)] {
+            let memo_key = (inbound, ep.tiers.as_slice(), ep.profile_ids.as_slice());
+            let known = memo.as_deref().and_then(|m| m.get(&memo_key));
             let verdict = if admin_down {
                 "drop".to_string()
+            } else if let Some(shared) = known {
+                format!("goto {shared}")
             } else {
                 let mut dispatch = vec![mark_clear(MARK_ACCEPT | MARK_PASS)];
                 if !inbound {
@@ -876,6 +909,9 @@ pub(crate) fn render_workload(
                 );
                 let shared = names::shared_dispatch_chain(inbound, &dispatch);
                 let verdict = format!("goto {shared}");
+                if let Some(m) = memo.as_deref_mut() {
+                    m.insert(memo_key, shared.clone());
+                }
                 r.chains
                     .entry(shared)
                     .or_insert_with(|| chain(None, dispatch));

@@ -84,6 +84,10 @@ impl Family {
 pub struct RuleCtx<'a> {
     pub owner: &'a str,
     pub log_prefix: &'a str,
+    /// Whether IPv6 IP sets exist (see [`crate::Config::set_families`]). Without them, IPv6
+    /// variants render as if every set were empty: a positive set match (or a rule whose every
+    /// port alternative is a named-port set) cannot match, a negated one always matches.
+    pub v6_sets: bool,
 }
 
 /// Protocol → (number, nft name used in the rule).
@@ -254,8 +258,28 @@ pub fn render_rule(
         },
     };
     let kw = fam.addr_kw();
+    // IPv6 sets that are not rendered are empty.
+    let no_sets = fam == Family::V6 && !ctx.v6_sets;
+    let positive_sets = !rule.src_ip_set_ids.is_empty() || !rule.dst_ip_set_ids.is_empty();
+    let only_named = |nums: &[PortRange], ids: &[String]| nums.is_empty() && !ids.is_empty();
+    if no_sets
+        && (positive_sets
+            || only_named(&rule.src_ports, &rule.src_named_port_ip_set_ids)
+            || only_named(&rule.dst_ports, &rule.dst_named_port_ip_set_ids))
+    {
+        return Ok(vec![]);
+    }
+    let negated_sets = [
+        &rule.not_src_ip_set_ids,
+        &rule.not_dst_ip_set_ids,
+        &rule.not_src_named_port_ip_set_ids,
+        &rule.not_dst_named_port_ip_set_ids,
+    ]
+    .iter()
+    .any(|ids| !ids.is_empty());
     let mut m: Vec<String> = Vec::new();
-    if rule.ip_version.is_some() {
+    if rule.ip_version.is_some() || (no_sets && negated_sets) {
+        // (Dropped always-true set matches must not widen the IPv6 variant to IPv4.)
         // Nothing else in the rule may be family-specific; say it explicitly.
         m.push(match fam {
             Family::V4 => "meta nfproto ipv4".to_string(),
@@ -302,7 +326,7 @@ pub fn render_rule(
         ("saddr", &rule.not_src_ip_set_ids),
         ("daddr", &rule.not_dst_ip_set_ids),
     ] {
-        for id in ids {
+        for id in ids.iter().filter(|_| !no_sets) {
             m.push(format!("{kw} {dir} != @{}", names::selector_set(id, fam)));
         }
     }
@@ -316,7 +340,7 @@ pub fn render_rule(
         ("saddr", "sport", &rule.not_src_named_port_ip_set_ids),
         ("daddr", "dport", &rule.not_dst_named_port_ip_set_ids),
     ] {
-        for id in ids {
+        for id in ids.iter().filter(|_| !no_sets) {
             m.push(format!(
                 "{kw} {addr} . meta l4proto . th {port} != @{}",
                 names::named_port_set(id, fam)
@@ -348,7 +372,7 @@ pub fn render_rule(
         if !nums.is_empty() {
             alts.push(format!("th {port} {}", ports(nums)));
         }
-        for id in ids {
+        for id in ids.iter().filter(|_| !no_sets) {
             alts.push(format!(
                 "{kw} {addr} . meta l4proto . th {port} @{}",
                 names::named_port_set(id, fam)
@@ -430,6 +454,7 @@ mod tests {
         RuleCtx {
             owner: "policy p",
             log_prefix: "calico-packet",
+            v6_sets: true,
         }
     }
 

@@ -21,10 +21,13 @@ pub struct IpSet {
     pub members: BTreeSet<String>,
 }
 
-/// Everything the renderer needs; updated message by message.
+/// Everything the renderer needs; updated message by message (change `ip_sets` only through
+/// [`DesiredState::apply`], which keeps the IPv6 member count).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DesiredState {
     pub ip_sets: BTreeMap<String, IpSet>,
+    /// IPv6 members over all IP sets: while there are none, no IPv6 sets are rendered.
+    ipv6_members: usize,
     pub policies: BTreeMap<PolicyId, Policy>,
     pub profiles: BTreeMap<String, Profile>,
     pub workloads: BTreeMap<WorkloadEndpointId, WorkloadEndpoint>,
@@ -49,19 +52,30 @@ impl DesiredState {
         Self::default()
     }
 
+    /// Whether any IP set has an IPv6 member. Until one does, every IPv6 set would be empty:
+    /// the renderer leaves them out and renders the rules that use them as if empty.
+    pub fn has_ipv6_members(&self) -> bool {
+        self.ipv6_members > 0
+    }
+
     /// Apply one message. A delta for an unknown set is an error (the graph sends the full
     /// set first); everything else is an idempotent upsert or remove.
     pub fn apply(&mut self, msg: &ToDataplane) -> Result<(), StateError> {
         match msg {
             ToDataplane::InSync => self.in_sync = true,
             ToDataplane::IpSetUpdate(u) => {
-                self.ip_sets.insert(
+                let members: BTreeSet<String> = u.members.iter().cloned().collect();
+                self.ipv6_members += count_v6(&members);
+                let old = self.ip_sets.insert(
                     u.id.clone(),
                     IpSet {
                         set_type: u.set_type,
-                        members: u.members.iter().cloned().collect(),
+                        members,
                     },
                 );
+                if let Some(old) = old {
+                    self.ipv6_members -= count_v6(&old.members);
+                }
             }
             ToDataplane::IpSetDeltaUpdate(d) => {
                 let set = self
@@ -69,12 +83,20 @@ impl DesiredState {
                     .get_mut(&d.id)
                     .ok_or_else(|| StateError::UnknownIpSet { id: d.id.clone() })?;
                 for m in &d.removed_members {
-                    set.members.remove(m);
+                    if set.members.remove(m) && is_v6_member(m) {
+                        self.ipv6_members -= 1;
+                    }
                 }
-                set.members.extend(d.added_members.iter().cloned());
+                for m in &d.added_members {
+                    if set.members.insert(m.clone()) && is_v6_member(m) {
+                        self.ipv6_members += 1;
+                    }
+                }
             }
             ToDataplane::IpSetRemove(r) => {
-                self.ip_sets.remove(&r.id);
+                if let Some(old) = self.ip_sets.remove(&r.id) {
+                    self.ipv6_members -= count_v6(&old.members);
+                }
             }
             ToDataplane::ActivePolicyUpdate(u) => {
                 self.policies.insert(u.id.clone(), u.policy.clone());
@@ -102,5 +124,64 @@ impl DesiredState {
             }
         }
         Ok(())
+    }
+}
+
+/// An IPv6 member: an address or CIDR (`fd00::1/128`), or a named-port member
+/// (`fd00::1,tcp:8080`), whose address part has a colon.
+fn is_v6_member(m: &str) -> bool {
+    m.split(',').next().is_some_and(|a| a.contains(':'))
+}
+
+fn count_v6(members: &BTreeSet<String>) -> usize {
+    members.iter().filter(|m| is_v6_member(m)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use felix_calc::msg::{IpSetDeltaUpdate, IpSetRemove, IpSetUpdate};
+
+    fn update(id: &str, members: &[&str]) -> ToDataplane {
+        ToDataplane::IpSetUpdate(IpSetUpdate {
+            id: id.into(),
+            set_type: IpSetType::Ip,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn ipv6_members_are_counted_through_updates_deltas_and_removals() {
+        let mut st = DesiredState::new();
+        st.apply(&update("a", &["10.0.0.1/32", "10.0.0.2/32"]))
+            .unwrap();
+        assert!(!st.has_ipv6_members());
+        st.apply(&update("b", &["fd00::1/128", "fd00::1,tcp:80"]))
+            .unwrap();
+        assert_eq!(st.ipv6_members, 2);
+        // A replacement counts the new members only.
+        st.apply(&update("b", &["fd00::2/128"])).unwrap();
+        assert_eq!(st.ipv6_members, 1);
+        let delta = |add: &[&str], rem: &[&str]| {
+            ToDataplane::IpSetDeltaUpdate(IpSetDeltaUpdate {
+                id: "a".into(),
+                added_members: add.iter().map(|m| m.to_string()).collect(),
+                removed_members: rem.iter().map(|m| m.to_string()).collect(),
+            })
+        };
+        // Re-adding a present member or removing an absent one changes nothing.
+        st.apply(&delta(&["fd00::3/128", "fd00::3/128"], &["fd00::9/128"]))
+            .unwrap();
+        assert_eq!(st.ipv6_members, 2);
+        st.apply(&delta(&[], &["fd00::3/128", "10.0.0.1/32"]))
+            .unwrap();
+        assert_eq!(st.ipv6_members, 1);
+        st.apply(&ToDataplane::IpSetRemove(IpSetRemove { id: "b".into() }))
+            .unwrap();
+        assert!(!st.has_ipv6_members());
+        st.apply(&ToDataplane::IpSetRemove(IpSetRemove { id: "b".into() }))
+            .unwrap();
+        assert!(!st.has_ipv6_members());
     }
 }

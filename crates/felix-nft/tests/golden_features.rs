@@ -492,3 +492,93 @@ fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// IPv6 sets exist only once some set has an IPv6 member. Before that, IPv6 variants render
+/// as if the sets were empty: a positive selector (or named port) cannot match, and a negated
+/// one always does, which must still only apply to IPv6 packets. With an IPv6 member the full
+/// rendering returns. Both tables pass `nft -c` where a lab is available.
+#[test]
+fn ipv6_sets_only_with_ipv6_members() {
+    let policy = r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: neg}
+spec:
+  selector: all()
+  types: [Ingress]
+  ingress:
+    - {action: Deny, source: {notSelector: "app == 'trusted'"}}
+    - {action: Allow, protocol: TCP, source: {selector: "app == 'trusted'"}}
+    - {action: Allow, protocol: TCP, destination: {ports: [http]}}
+    - {action: Allow, protocol: TCP, destination: {ports: [81, http]}}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: w1, namespace: ns1, labels: {app: trusted}}
+spec:
+  orchestrator: k8s
+  node: node1
+  pod: w1
+  endpoint: eth0
+  interfaceName: cali0001
+  ports: [{name: http, protocol: TCP, port: 80}]
+"#;
+    let dir = tempdir("v6sets");
+    let render_with = |nets: &str| {
+        let input = dir.join(format!("v6sets-{}.in.yaml", nets.len()));
+        std::fs::write(&input, format!("{policy}  ipNetworks: [{nets}]\n")).unwrap();
+        render_case(&input, &Config::default())
+    };
+    let v4 = render_with("10.0.0.1/32");
+    let body = chain(&v4, "pi-gnp/neg");
+    assert!(!v4.contains("set s6-") && !v4.contains("set n6-"), "{v4}");
+    assert!(
+        !body.iter().any(|l| l.contains("ip6")),
+        "{}",
+        body.join("\n")
+    );
+    // notSelector: the IPv6 variant is an IPv6-only drop.
+    assert!(
+        body.iter()
+            .any(|l| l.contains("ip saddr != @s4-") && l.contains("drop"))
+    );
+    assert!(
+        body.iter().any(|l| l.starts_with("meta nfproto ipv6 drop")),
+        "{}",
+        body.join("\n")
+    );
+    // The numeric alternative of [81, http] stays for IPv6 (it renders family-neutral).
+    assert!(body.iter().any(|l| l.contains("th dport 81")));
+    let dual = render_with("10.0.0.1/32, 'fd00::1/128'");
+    let body6 = chain(&dual, "pi-gnp/neg");
+    assert!(
+        dual.contains("set s6-") && dual.contains("set n6-"),
+        "{dual}"
+    );
+    assert!(body6.iter().any(|l| l.contains("ip6 saddr != @s6-")));
+    assert!(body6.iter().any(|l| l.contains("ip6 saddr @s6-")));
+    assert!(
+        body6
+            .iter()
+            .any(|l| l.contains("ip6 daddr . meta l4proto . th dport @n6-"))
+    );
+    assert!(!body6.iter().any(|l| l.starts_with("meta nfproto ipv6")));
+
+    use calico_linux::testlab::{LabNs, binary_in_path, lab_available};
+    if lab_available("ipv6_sets_only_with_ipv6_members") && binary_in_path("nft") {
+        let ns = LabNs::new("v6chk").unwrap();
+        for (name, script) in [("v4", &v4), ("dual", &dual)] {
+            let path = dir.join(format!("{name}.nft"));
+            std::fs::write(&path, script).unwrap();
+            let out = ns
+                .exec(&["nft", "-c", "-f", path.to_str().unwrap()])
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "nft -c rejected {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

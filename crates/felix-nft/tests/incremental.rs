@@ -37,14 +37,21 @@ fn random_msg(g: &mut Lcg) -> ToDataplane {
             r.src_ip_set_ids = vec![format!("s:{}", g.next(4))];
             let mut r2 = rule(if g.next(2) == 0 { "deny" } else { "pass" });
             r2.dst_named_port_ip_set_ids = vec![format!("n:{}", g.next(2))];
-            policy(&pids[g.next(5)], vec![r, r2], vec![rule("allow")])
+            // Negated matches: their IPv6 variants change when IPv6 sets appear or go.
+            let mut r3 = rule("deny");
+            r3.not_src_ip_set_ids = vec![format!("s:{}", g.next(4))];
+            policy(&pids[g.next(5)], vec![r, r2, r3], vec![rule("allow")])
         }
         2 => ToDataplane::ActivePolicyRemove(ActivePolicyRemove {
             id: pids[g.next(5)].clone(),
         }),
         3 => {
+            // Now and then an IPv6 member: IPv6 sets exist only while some set has one.
             let members: Vec<String> = (0..g.next(4))
-                .map(|k| format!("10.1.{}.{k}", g.next(3)))
+                .map(|k| match g.next(8) {
+                    0 => format!("fd00::1:{k}"),
+                    _ => format!("10.1.{}.{k}", g.next(3)),
+                })
                 .collect();
             let refs: Vec<&str> = members.iter().map(String::as_str).collect();
             ipset(&format!("s:{}", g.next(4)), IpSetType::Net, &refs)
@@ -83,6 +90,7 @@ async fn incremental_applies_equal_a_full_rendering() {
     assert_eq!(dp.apply().await.unwrap(), ApplyKind::Full);
     let mut g = Lcg(7);
     let mut incremental = 0;
+    let (mut v6_flips, mut had_v6) = (0, false);
     for step in 0..400 {
         for _ in 0..=g.next(3) {
             dp.on_message(&random_msg(&mut g)).unwrap();
@@ -91,6 +99,9 @@ async fn incremental_applies_equal_a_full_rendering() {
         assert_ne!(kind, ApplyKind::Full, "step {step}");
         incremental += usize::from(kind == ApplyKind::Incremental);
         let full = render(dp.state(), &cfg).unwrap();
+        let v6 = full.sets.keys().any(|n| n.starts_with("s6-"));
+        v6_flips += usize::from(v6 != had_v6);
+        had_v6 = v6;
         assert!(
             dp.applied() == Some(&full),
             "step {step}: incremental table differs from the full rendering\n{}",
@@ -98,4 +109,8 @@ async fn incremental_applies_equal_a_full_rendering() {
         );
     }
     assert!(incremental > 100, "{incremental}");
+    assert!(
+        v6_flips > 4,
+        "IPv6 sets appeared or went only {v6_flips} times"
+    );
 }

@@ -242,6 +242,8 @@ fn felix_programs_policy_routes_and_status_in_a_lab() {
         .unwrap();
     assert_eq!(proxy_arp.trim(), "1");
     let status_file = run.join("endpoint-status").join("k8s%2Fdefault%2Fa%2Feth0");
+    // Status files are written right after the pass that programmed the kernel reports it.
+    wait_for("the status file of a", || status_file.exists());
     let content = std::fs::read_to_string(&status_file).unwrap_or_else(|e| {
         let list: Vec<_> = std::fs::read_dir(run.join("endpoint-status"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -338,11 +340,8 @@ fn felix_programs_policy_routes_and_status_in_a_lab() {
     });
     felix.wait_applied(rev, WAIT).unwrap();
     assert!(!node_has(&node, &["route", "show"], "10.65.0.2 dev calib1"));
-    assert!(
-        !run.join("endpoint-status")
-            .join("k8s%2Fdefault%2Fb%2Feth0")
-            .exists()
-    );
+    let gone = run.join("endpoint-status").join("k8s%2Fdefault%2Fb%2Feth0");
+    wait_for("the status file of b to go", || !gone.exists());
     // b's interface is now unknown: its traffic is dropped.
     assert!(
         !tcp_ok(&wb, "10.65.0.1", 8080),

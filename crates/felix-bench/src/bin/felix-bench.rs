@@ -26,6 +26,11 @@ use felix_bench::lab::{self, Node};
 use felix_calc::{CalcGraph, ToDataplane, Update};
 use felix_nft::{Config, DesiredState, NftDataplane, render};
 
+/// The allocator calico-felix runs on, so that the in-process figures (calculation, rendering,
+/// memory) are those of the agent's code as it runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let want = |s: &str| {
@@ -37,6 +42,20 @@ fn main() -> Result<()> {
     };
     if !lab_available("felix-bench") {
         bail!("felix-bench needs root and iproute2 (it programs lab namespaces)");
+    }
+    // Profiling aid (not part of the default run): the cold start's calculation alone, 3 times.
+    if args.iter().any(|a| a == "calc-only") {
+        let values = cluster::resources(Spec {
+            local: 1_000,
+            remote: 20_000,
+            policies: 1_000,
+        });
+        for _ in 0..3 {
+            let t = Instant::now();
+            let (_g, msgs) = calc(&values)?;
+            println!("calc: {} ({} messages)", ms(t.elapsed()), msgs.len());
+        }
+        return Ok(());
     }
     let rt = tokio::runtime::Runtime::new()?;
     println!("felix-bench (2-core VM figures are noisy; targets from the Felix issue)");
@@ -221,7 +240,14 @@ fn cold_start_agent(
         env.as_slice(),
         dir.path(),
     )?;
-    Ok(felix.wait_applied(&node.ns, rev, Duration::from_secs(60))?)
+    let took = felix.wait_applied(&node.ns, rev, Duration::from_secs(60))?;
+    if std::env::var_os("FELIX_BENCH_LOG").is_some() {
+        let tag = env.map_or("both", |_| "v4");
+        let to = std::env::temp_dir().join(format!("felix-bench-cold-{tag}.log"));
+        std::fs::copy(dir.path().join("felix.log"), &to)?;
+        println!("agent log: {}", to.display());
+    }
+    Ok(took)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
