@@ -232,9 +232,49 @@ impl<N: Nft> NftDataplane<N> {
     /// Feed one calculation-graph message (no kernel I/O).
     pub fn on_message(&mut self, msg: &ToDataplane) -> Result<(), DataplaneError> {
         self.mark_dirty(msg);
+        let set = match msg {
+            ToDataplane::IpSetUpdate(u) => Some(&u.id),
+            ToDataplane::IpSetDeltaUpdate(u) => Some(&u.id),
+            ToDataplane::IpSetRemove(u) => Some(&u.id),
+            _ => None,
+        };
+        let kind = |st: &DesiredState, id: &str| Family::BOTH.map(|f| st.has_prefixes(id, f));
+        let before = set.map(|id| kind(&self.state, id));
         self.state.apply(msg)?;
+        if let (Some(id), Some(before)) = (set, before)
+            && kind(&self.state, id) != before
+        {
+            self.mark_set_users(id);
+        }
         self.mark_dirty(msg);
         Ok(())
+    }
+
+    /// An IP set moved between a hash set and an interval set (its first prefix came or its
+    /// last went): the set's name changes, so every rule that matches on it is re-rendered.
+    fn mark_set_users(&mut self, id: &str) {
+        let uses = |rules: &[felix_calc::msg::Rule]| {
+            rules.iter().any(|r| {
+                [
+                    &r.src_ip_set_ids,
+                    &r.dst_ip_set_ids,
+                    &r.not_src_ip_set_ids,
+                    &r.not_dst_ip_set_ids,
+                ]
+                .iter()
+                .any(|ids| ids.iter().any(|s| s == id))
+            })
+        };
+        for (pid, p) in &self.state.policies {
+            if uses(&p.inbound_rules) || uses(&p.outbound_rules) {
+                self.dirty.policies.insert(pid.clone());
+            }
+        }
+        for (name, p) in &self.state.profiles {
+            if uses(&p.inbound_rules) || uses(&p.outbound_rules) {
+                self.dirty.profiles.insert(name.clone());
+            }
+        }
     }
 
     /// Record what `msg` may change; called before and after applying it, so that both the old

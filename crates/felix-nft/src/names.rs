@@ -98,6 +98,13 @@ pub fn selector_set(id: &str, fam: Family) -> String {
     set_name(&format!("s{}-", fam.digit()), id)
 }
 
+/// Address set of an IP set with prefixes (network set CIDRs): `c4-<hash>` / `c6-<hash>`, an
+/// interval set. IP sets of addresses only are hash sets (`s4-`/`s6-`): cheaper to load and to
+/// look up; an IP set that gains or loses its last prefix moves between the two names.
+pub fn prefix_set(id: &str, fam: Family) -> String {
+    set_name(&format!("c{}-", fam.digit()), id)
+}
+
 /// Named-port set: `n4-<hash>` / `n6-<hash>`.
 pub fn named_port_set(id: &str, fam: Family) -> String {
     set_name(&format!("n{}-", fam.digit()), id)

@@ -88,6 +88,33 @@ pub struct RuleCtx<'a> {
     /// variants render as if every set were empty: a positive set match (or a rule whose every
     /// port alternative is a named-port set) cannot match, a negated one always matches.
     pub v6_sets: bool,
+    /// Whether IP set `id` has prefixes in family `fam` (its set is then the interval set
+    /// [`names::prefix_set`], else the hash set [`names::selector_set`]).
+    pub prefix_sets: &'a dyn Fn(&str, Family) -> bool,
+}
+
+impl RuleCtx<'_> {
+    fn addr_set(&self, id: &str, fam: Family) -> String {
+        if (self.prefix_sets)(id, fam) {
+            names::prefix_set(id, fam)
+        } else {
+            names::selector_set(id, fam)
+        }
+    }
+}
+
+/// The family of an IP set member that is a prefix shorter than an address (`10.0.0.0/24`),
+/// which only an interval set can hold; `None` for addresses (`10.0.0.1`, `10.0.0.1/32`) and
+/// named-port members (`10.0.0.1,tcp:80`).
+pub fn prefix_member_family(m: &str) -> Option<Family> {
+    let (addr, len) = m.split_once('/')?;
+    let len: u8 = len.trim().parse().ok()?;
+    let (fam, host) = if addr.contains(':') {
+        (Family::V6, 128)
+    } else {
+        (Family::V4, 32)
+    };
+    (len < host).then_some(fam)
 }
 
 /// Protocol → (number, nft name used in the rule).
@@ -319,7 +346,7 @@ pub fn render_rule(
         ("daddr", &rule.dst_ip_set_ids),
     ] {
         for id in ids {
-            m.push(format!("{kw} {dir} @{}", names::selector_set(id, fam)));
+            m.push(format!("{kw} {dir} @{}", ctx.addr_set(id, fam)));
         }
     }
     for (dir, ids) in [
@@ -327,7 +354,7 @@ pub fn render_rule(
         ("daddr", &rule.not_dst_ip_set_ids),
     ] {
         for id in ids.iter().filter(|_| !no_sets) {
-            m.push(format!("{kw} {dir} != @{}", names::selector_set(id, fam)));
+            m.push(format!("{kw} {dir} != @{}", ctx.addr_set(id, fam)));
         }
     }
     if !rule.not_src_ports.is_empty() {
@@ -455,6 +482,7 @@ mod tests {
             owner: "policy p",
             log_prefix: "calico-packet",
             v6_sets: true,
+            prefix_sets: &|_, _| false,
         }
     }
 

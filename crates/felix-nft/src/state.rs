@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::rules::{Family, prefix_member_family};
 use felix_calc::msg::{
     HostEndpoint, HostEndpointId, IpSetType, Policy, PolicyId, Profile, ToDataplane,
     WorkloadEndpoint, WorkloadEndpointId,
@@ -19,6 +20,49 @@ pub enum StateError {
 pub struct IpSet {
     pub set_type: IpSetType,
     pub members: BTreeSet<String>,
+    /// Members that are prefixes (not single addresses), IPv4 and IPv6.
+    prefixes: [usize; 2],
+}
+
+impl IpSet {
+    fn new(set_type: IpSetType, members: BTreeSet<String>) -> Self {
+        let mut prefixes = [0; 2];
+        for m in &members {
+            if let Some(f) = prefix_member_family(m) {
+                prefixes[fam_index(f)] += 1;
+            }
+        }
+        IpSet {
+            set_type,
+            members,
+            prefixes,
+        }
+    }
+
+    /// Whether any member of family `fam` is a prefix (the set must be an interval set).
+    pub fn has_prefixes(&self, fam: Family) -> bool {
+        self.prefixes[fam_index(fam)] > 0
+    }
+
+    fn insert(&mut self, m: &str) -> bool {
+        let added = self.members.insert(m.to_string());
+        if added && let Some(f) = prefix_member_family(m) {
+            self.prefixes[fam_index(f)] += 1;
+        }
+        added
+    }
+
+    fn remove(&mut self, m: &str) -> bool {
+        let removed = self.members.remove(m);
+        if removed && let Some(f) = prefix_member_family(m) {
+            self.prefixes[fam_index(f)] -= 1;
+        }
+        removed
+    }
+}
+
+fn fam_index(f: Family) -> usize {
+    usize::from(f == Family::V6)
 }
 
 /// Everything the renderer needs; updated message by message (change `ip_sets` only through
@@ -58,6 +102,11 @@ impl DesiredState {
         self.ipv6_members > 0
     }
 
+    /// Whether IP set `id` has prefixes in family `fam` (see [`IpSet::has_prefixes`]).
+    pub fn has_prefixes(&self, id: &str, fam: Family) -> bool {
+        self.ip_sets.get(id).is_some_and(|s| s.has_prefixes(fam))
+    }
+
     /// Apply one message. A delta for an unknown set is an error (the graph sends the full
     /// set first); everything else is an idempotent upsert or remove.
     pub fn apply(&mut self, msg: &ToDataplane) -> Result<(), StateError> {
@@ -66,13 +115,9 @@ impl DesiredState {
             ToDataplane::IpSetUpdate(u) => {
                 let members: BTreeSet<String> = u.members.iter().cloned().collect();
                 self.ipv6_members += count_v6(&members);
-                let old = self.ip_sets.insert(
-                    u.id.clone(),
-                    IpSet {
-                        set_type: u.set_type,
-                        members,
-                    },
-                );
+                let old = self
+                    .ip_sets
+                    .insert(u.id.clone(), IpSet::new(u.set_type, members));
                 if let Some(old) = old {
                     self.ipv6_members -= count_v6(&old.members);
                 }
@@ -83,12 +128,12 @@ impl DesiredState {
                     .get_mut(&d.id)
                     .ok_or_else(|| StateError::UnknownIpSet { id: d.id.clone() })?;
                 for m in &d.removed_members {
-                    if set.members.remove(m) && is_v6_member(m) {
+                    if set.remove(m) && is_v6_member(m) {
                         self.ipv6_members -= 1;
                     }
                 }
                 for m in &d.added_members {
-                    if set.members.insert(m.clone()) && is_v6_member(m) {
+                    if set.insert(m) && is_v6_member(m) {
                         self.ipv6_members += 1;
                     }
                 }

@@ -328,7 +328,20 @@ fn feature_facts(name: &str, t: &str) {
         "11-network-sets" => {
             assert!(t.contains("198.51.100.0/24") && t.contains("2001:db8:1::/48"));
             assert!(t.contains("192.0.2.10") && t.contains("203.0.113.0/24"));
-            assert_has(t, "po-gnp/blocklist", &["ip daddr @s4-", "drop"]);
+            // A set with prefixes is an interval set (`c4-`); addresses only, a hash set.
+            assert_has(t, "po-gnp/blocklist", &["ip daddr @c4-", "drop"]);
+            assert!(
+                t.lines()
+                    .filter(|l| l.trim_start().starts_with("set c4-"))
+                    .all(|l| l.contains("flags interval")),
+                "{t}"
+            );
+            assert!(
+                t.lines()
+                    .filter(|l| l.trim_start().starts_with("set s4-"))
+                    .all(|l| !l.contains("flags interval") && !l.contains('/')),
+                "{t}"
+            );
         }
         "12-host-endpoints.default-failsafes" | "12-host-endpoints.custom-failsafes" => {
             assert!(

@@ -46,10 +46,12 @@ fn random_msg(g: &mut Lcg) -> ToDataplane {
             id: pids[g.next(5)].clone(),
         }),
         3 => {
-            // Now and then an IPv6 member: IPv6 sets exist only while some set has one.
+            // Now and then an IPv6 member (IPv6 sets exist only while some set has one) or a
+            // prefix (the set becomes an interval set under another name).
             let members: Vec<String> = (0..g.next(4))
                 .map(|k| match g.next(8) {
                     0 => format!("fd00::1:{k}"),
+                    1 => format!("10.2.{k}.0/24"),
                     _ => format!("10.1.{}.{k}", g.next(3)),
                 })
                 .collect();
@@ -91,6 +93,7 @@ async fn incremental_applies_equal_a_full_rendering() {
     let mut g = Lcg(7);
     let mut incremental = 0;
     let (mut v6_flips, mut had_v6) = (0, false);
+    let (mut cidr_changes, mut had_cidr) = (0, 0);
     for step in 0..400 {
         for _ in 0..=g.next(3) {
             dp.on_message(&random_msg(&mut g)).unwrap();
@@ -102,6 +105,9 @@ async fn incremental_applies_equal_a_full_rendering() {
         let v6 = full.sets.keys().any(|n| n.starts_with("s6-"));
         v6_flips += usize::from(v6 != had_v6);
         had_v6 = v6;
+        let cidr = full.sets.keys().filter(|n| n.starts_with("c4-")).count();
+        cidr_changes += usize::from(cidr != had_cidr);
+        had_cidr = cidr;
         assert!(
             dp.applied() == Some(&full),
             "step {step}: incremental table differs from the full rendering\n{}",
@@ -112,5 +118,9 @@ async fn incremental_applies_equal_a_full_rendering() {
     assert!(
         v6_flips > 4,
         "IPv6 sets appeared or went only {v6_flips} times"
+    );
+    assert!(
+        cidr_changes > 4,
+        "interval sets appeared or went only {cidr_changes} times"
     );
 }
