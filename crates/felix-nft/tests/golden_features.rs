@@ -449,19 +449,23 @@ fn feature_tables_pass_nft_check() {
     let ns = LabNs::new("ftchk").unwrap();
     let dir = tempdir("check");
     for (name, input, cfg) in variants() {
-        let script = render_case(&input, &cfg);
-        let path = dir.join(format!("{name}.nft"));
-        std::fs::write(&path, &script).unwrap();
-        let out = ns
-            .exec(&["nft", "-c", "-f", path.to_str().unwrap()])
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft -c rejected {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft_check(&ns, &dir, &name, &render_case(&input, &cfg));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `nft -c -f` of `script` inside `ns` must succeed.
+fn nft_check(ns: &calico_linux::testlab::LabNs, dir: &std::path::Path, name: &str, script: &str) {
+    let path = dir.join(format!("{name}.nft"));
+    std::fs::write(&path, script).unwrap();
+    let out = ns
+        .exec(&["nft", "-c", "-f", path.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft -c rejected {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Upstream (`felix/rules` `filterNets`) skips a rule for an IP version when its nets or
@@ -580,18 +584,8 @@ spec:
     use calico_linux::testlab::{LabNs, binary_in_path, lab_available};
     if lab_available("ipv6_sets_only_with_ipv6_members") && binary_in_path("nft") {
         let ns = LabNs::new("v6chk").unwrap();
-        for (name, script) in [("v4", &v4), ("dual", &dual)] {
-            let path = dir.join(format!("{name}.nft"));
-            std::fs::write(&path, script).unwrap();
-            let out = ns
-                .exec(&["nft", "-c", "-f", path.to_str().unwrap()])
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "nft -c rejected {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        nft_check(&ns, &dir, "v4", &v4);
+        nft_check(&ns, &dir, "dual", &dual);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
